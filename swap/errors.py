@@ -1,0 +1,18 @@
+"""Errors a user can cause: a bad spec, a missing file, an unreachable cluster.
+
+The CLI prints them as one line each and exits with status 2; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class SwapError(Exception):
+    """A problem the user can fix; the message names the file or field and what to do."""
+
+
+class SpecError(SwapError):
+    """One or more problems in a job spec, each naming the file, the field and the value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))

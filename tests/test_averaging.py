@@ -1,0 +1,81 @@
+"""Averaging state dicts: by hand, against torch.optim.swa_utils.AveragedModel, and its edges.
+
+Run: pytest tests/test_averaging.py
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from swap.averaging import average_state_dicts
+
+
+def test_mean_of_hand_made_tensors():
+    states = [
+        {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(5)},
+        {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor(7)},
+        {"w": torch.tensor([8.0, 1.0]), "n": torch.tensor(9)},
+    ]
+    mean = average_state_dicts(iter(states))
+    assert torch.equal(mean["w"], torch.tensor([4.0, 3.0]))
+    assert mean["w"].dtype == torch.float32
+    # Integer buffers are counters: taken from the first state dict, not averaged.
+    assert mean["n"].item() == 5 and mean["n"].dtype == torch.int64
+
+
+def test_keeps_each_dtype_and_accumulates_in_float64():
+    # In float16, 2048 + 1 rounds back to 2048; a float16 accumulator would lose the 1s.
+    states = [{"h": torch.tensor([2048.0], dtype=torch.float16)}] + [
+        {"h": torch.tensor([2049.0 + 2 * i], dtype=torch.float32).half()} for i in range(3)
+    ]
+    mean = average_state_dicts(states)
+    exact = (2048 + 2048 + 2052 + 2052) / 4  # the float16 inputs as stored
+    assert mean["h"].dtype == torch.float16
+    assert mean["h"].item() == pytest.approx(exact, abs=2)  # float16 spacing at 2048 is 2
+
+
+def model(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 3))
+    net.train()
+    net(torch.randn(8, 1, 8, 8))  # move the BN running statistics away from their defaults
+    return net
+
+
+def test_equals_swa_utils_averaged_model():
+    models = [model(seed) for seed in range(5)]
+    reference = AveragedModel(models[0], use_buffers=True)
+    for net in models:
+        reference.update_parameters(net)
+    mean = average_state_dicts(net.state_dict() for net in models)
+    expected = reference.module.state_dict()
+    for key, value in mean.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, expected[key], rtol=0, atol=1e-6)
+    hand = torch.stack([net[0].weight.detach() for net in models]).mean(0)
+    torch.testing.assert_close(mean["0.weight"], hand, rtol=0, atol=1e-6)
+
+
+def test_streams_one_state_dict_at_a_time():
+    live = []
+
+    def states():
+        for seed in range(4):
+            live.append(seed)
+            yield model(seed).state_dict()
+            live.remove(seed)
+
+    average_state_dicts(states())
+    assert live == []  # each was released before the next was made
+
+
+def test_mismatched_layouts_are_errors():
+    with pytest.raises(ValueError, match=r"state dict 2 does not match the first: missing \['b'\]"):
+        average_state_dicts([{"a": torch.ones(1), "b": torch.ones(1)}, {"a": torch.ones(1)}])
+    with pytest.raises(ValueError, match="state dict 2: a has shape"):
+        average_state_dicts([{"a": torch.ones(2)}, {"a": torch.ones(3)}])
+    with pytest.raises(ValueError, match="at least one"):
+        average_state_dicts([])
