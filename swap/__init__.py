@@ -14,11 +14,12 @@ __all__ = ["Spec", "SpecError", "SwapError", "build_model", "load_model", "load_
 
 
 def build_model(spec: Spec):
-    """The untrained model a spec describes, shaped for its data set."""
-    from swap.data import DATASETS
+    """The untrained model a spec describes, shaped for its data set (for imagefolder, the class
+    folders are counted; a custom data set's function is called)."""
+    from swap.data import dataset_info
     from swap.models import build_model as build
 
-    return build(spec.model.arch, DATASETS[spec.data.dataset])
+    return build(spec.model, dataset_info(spec.data))
 
 
 def load_model(run_dir: str | Path, checkpoint: str | Path | None = None):

@@ -20,14 +20,16 @@ def refresh_bn(
     device: torch.device | str | None = None,
     input_key: str = "input",
     autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> int:
     """Reset every BatchNorm layer's running mean/variance and recompute them over `batches`.
 
     The same estimate as `torch.optim.swa_utils.update_bn`: with `momentum=None` each layer keeps
     the cumulative average of the per-batch statistics. Unlike it, a batch may be a tensor, a
     tuple/list (its first element is the input) or a dict (`batch[input_key]`); forward passes
-    run without autograd and, with `autocast_dtype`, under autocast. Returns the number of
-    batches seen; layers' momentum and the model's train/eval mode are restored.
+    run without autograd and, with `autocast_dtype`, under autocast (as training did), on NHWC
+    inputs with `channels_last`. Returns the number of batches seen; layers' momentum and the
+    model's train/eval mode are restored.
     """
     layers = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     if not layers:
@@ -46,6 +48,8 @@ def refresh_bn(
                 inputs = model_input(batch, input_key)
                 if device is not None:
                     inputs = inputs.to(device, non_blocking=True)
+                if channels_last and inputs.dim() == 4:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(
                     device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None
                 ):

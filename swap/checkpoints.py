@@ -1,78 +1,147 @@
-"""Where a run's files live, and how weights and results are written (atomically) and read.
+"""A run's directory and files: model weights, the spec, results; written atomically.
 
 Run: python -c "from swap.checkpoints import load_state_dict; help(load_state_dict)"
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
-import tempfile
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 
+from swap import storage
 from swap.errors import SwapError
 
 MODEL_FILE = "model.pt"
+PROGRESS = "progress.json"  # in a phase-2 worker's directory: its last committed epoch
+ATTEMPTS = "attempts.json"  # ... how many times it was started, and where it runs now
+RESULT = "result.json"  # ... written when it finished: a resumed job does not rerun it
 
 
-def new_run_dir(output_dir: str | Path, name: str) -> Path:
-    """A fresh `<output_dir>/<name>/<run-id>/`; an existing run directory is never reused."""
-    parent = Path(output_dir).expanduser().resolve() / name
+def new_run_dir(output_dir: str, name: str) -> str:
+    """A fresh `<output_dir>/<name>/<run-id>`; an existing run directory is never reused."""
+    parent = storage.join(storage.absolute(output_dir), name)
     for _ in range(10):
-        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        run_dir = storage.join(parent, f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
         try:
-            (parent / run_id).mkdir(parents=True, exist_ok=False)
-        except FileExistsError:
-            continue
+            if storage.exists(run_dir):
+                continue
+            storage.make_dir(run_dir)
         except OSError as exc:
-            reason = exc.strerror or exc
-            raise SwapError(f"output.dir: cannot create {parent / run_id}: {reason}") from None
-        return parent / run_id
+            raise SwapError(f"output.dir: cannot create {run_dir}: {exc}") from None
+        return run_dir
     raise SwapError(f"output.dir: could not find an unused run id under {parent}")
 
 
-def phase2_dir(run_dir: str | Path, index: int) -> Path:
-    return Path(run_dir) / "phase2" / f"worker-{index}"
+def phase2_dir(run_dir: str, index: int) -> str:
+    return storage.join(run_dir, "phase2", f"worker-{index}")
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place.
+class Saved(NamedTuple):
+    location: str
+    sha256: str
+    size: int  # bytes
 
-    A reader sees the old file or the whole new one, never a half-written one.
+
+def save_state_dict(state: Mapping[str, Any], location: storage.Location) -> Saved:
+    """Write `state` atomically; return where, its SHA-256 and its size, for the manifest."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    data = buffer.getvalue()
+    return Saved(os.fspath(location), storage.write_bytes(location, data), len(data))
+
+
+def load_state_dict(location: storage.Location, sha256: str | None = None) -> dict[str, Any]:
+    """Tensors only (`weights_only=True`); a local file is memory-mapped, read as it is used.
+
+    With `sha256`, the file is checked first: a truncated or corrupted checkpoint is an error
+    naming it, never weights loaded silently.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    if sha256 is not None:
+        verify(location, sha256)
     try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
-
-
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors only (`weights_only=True`), memory-mapped so a large file is read as it is used."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if storage.is_uri(location):
+            return torch.load(io.BytesIO(storage.read_bytes(location)), weights_only=True)
+        return torch.load(location, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
-        raise SwapError(f"{path}: checkpoint not found") from None
+        raise SwapError(f"{location}: checkpoint not found") from None
+    except SwapError:
+        raise
     except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError on bad files
-        raise SwapError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from None
+        raise SwapError(
+            f"{location}: not a readable checkpoint ({exc.__class__.__name__})"
+        ) from None
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    text = json.dumps(data, indent=2) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+def verify(location: storage.Location, sha256: str) -> None:
+    actual = storage.sha256(location)
+    if actual != sha256:
+        raise SwapError(
+            f"{os.fspath(location)}: checksum mismatch, the file is truncated or corrupted "
+            f"(sha256 {actual[:12]}..., expected {sha256[:12]}...)"
+        )
+
+
+def save_progress(directory: str, epoch: int, state: Mapping[str, Any]) -> Saved:
+    """A worker's resumable state after `epoch`: written under a new name, then committed by
+    rewriting the small pointer file, so a crash at any moment leaves a complete checkpoint."""
+    saved = save_state_dict(state, storage.join(directory, f"progress-epoch{epoch}.pt"))
+    previous = read_progress_pointer(directory)
+    write_json(
+        storage.join(directory, PROGRESS),
+        {"epoch": epoch, "sha256": saved.sha256, "file": f"progress-epoch{epoch}.pt"},
+    )
+    if previous and previous["file"] != f"progress-epoch{epoch}.pt":
+        storage.delete(storage.join(directory, previous["file"]))
+    return saved
+
+
+def load_progress(directory: str) -> dict[str, Any] | None:
+    """The state `save_progress` last committed in `directory`, checked; None if there is none."""
+    pointer = read_progress_pointer(directory)
+    if pointer is None:
+        return None
+    return load_state_dict(storage.join(directory, pointer["file"]), sha256=pointer["sha256"])
+
+
+def read_progress_pointer(directory: str) -> dict[str, Any] | None:
+    location = storage.join(directory, PROGRESS)
+    if not storage.exists(location):
+        return None
+    return json.loads(storage.read_bytes(location))
+
+
+def record_attempt(directory: str, **where: Any) -> int:
+    """Count one more run of a phase-2 worker, with where it runs (pid, node); return the count.
+
+    Runs of one worker never overlap (Ray reruns a task only after it failed), so a plain
+    read-then-write is safe here.
+    """
+    location = storage.join(directory, ATTEMPTS)
+    attempts = read_json(location)["attempts"] + 1 if storage.exists(location) else 1
+    write_json(location, {"attempts": attempts, **where})
+    return attempts
+
+
+def attempts_of(directory: str) -> int:
+    location = storage.join(directory, ATTEMPTS)
+    return read_json(location)["attempts"] if storage.exists(location) else 0
+
+
+def read_json(location: str) -> Any:
+    return json.loads(storage.read_bytes(location))
+
+
+def write_text(location: str, text: str) -> str:
+    storage.write_bytes(location, text.encode())
+    return location
+
+
+def write_json(location: str, data: Any) -> str:
+    return write_text(location, json.dumps(data, indent=2) + "\n")

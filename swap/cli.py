@@ -1,4 +1,4 @@
-"""The `swap` command: run and validate job specs.
+"""The `swap` command: run, validate, submit and manage job specs.
 
 Run: swap --help
 """
@@ -6,13 +6,16 @@ Run: swap --help
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
 from rich.console import Console
 
 from swap.cluster import apply_ray_defaults
-from swap.errors import SwapError
-from swap.spec import load_spec
+from swap.errors import JobFailed, SwapError
+from swap.metrics import metrics_export_port
+from swap.spec import Spec, load_spec, parse_spec
 
 EXIT_USER_ERROR = 2
 
@@ -46,30 +49,92 @@ def parser() -> argparse.ArgumentParser:
         description="Run the three SWAP phases of a job spec. Ray: the cluster in RAY_ADDRESS, "
         "else a local one started for this job.",
     )
-    _spec_arguments(run)
+    _spec_arguments(run, optional=True)
+    run.add_argument(
+        "--spec-env", metavar="VAR", help="read the spec's YAML from environment variable VAR"
+    )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run that stopped: finished phases and workers are kept",
+    )
     run.set_defaults(command=run_command)
 
     validate = commands.add_parser("validate", help="check a job spec without running it")
     _spec_arguments(validate)
     validate.add_argument("--show", action="store_true", help="print the resolved spec")
     validate.set_defaults(command=validate_command)
+
+    submit = commands.add_parser(
+        "submit",
+        help="submit a job spec to a Ray cluster as a Ray job",
+        description="Validate the spec here, then submit it with the Ray Jobs API; the resolved "
+        "spec travels with the job.",
+    )
+    _spec_arguments(submit)
+    _address_argument(submit)
+    submit.add_argument("--wait", action="store_true", help="follow the logs until the job ends")
+    submit.add_argument("--name", help="submission id (unique on the cluster; default: Ray's)")
+    submit.set_defaults(command=submit_command)
+
+    for name, help_text, command in [
+        ("status", "show a submitted job's status", status_command),
+        ("logs", "print a submitted job's logs", logs_command),
+        ("stop", "stop a submitted job", stop_command),
+    ]:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("job_id", metavar="ID", help="submission id, as `swap submit` printed")
+        _address_argument(sub)
+        sub.set_defaults(command=command)
+        if name == "logs":
+            sub.add_argument("--follow", action="store_true", help="stream until the job ends")
+
+    listing = commands.add_parser("list", help="list the cluster's jobs")
+    _address_argument(listing)
+    listing.set_defaults(command=list_command)
     return top
 
 
-def _spec_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("spec", metavar="SPEC.yaml", help="job spec file")
+def _spec_arguments(command: argparse.ArgumentParser, optional: bool = False) -> None:
+    command.add_argument(
+        "spec", metavar="SPEC.yaml", nargs="?" if optional else None, help="job spec file"
+    )
     command.add_argument(
         "overrides", nargs="*", metavar="key=value", help="override fields (phase2.workers=8)"
     )
 
 
+def _address_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--address", help="Ray dashboard address, e.g. http://127.0.0.1:8265 (default: RAY_ADDRESS)"
+    )
+
+
 def run_command(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec, args.overrides)  # every spec error surfaces before Ray starts
+    spec = _spec_from_args(args)  # every spec error surfaces before Ray starts
+    metrics_export_port()  # and a bad SWAP_METRICS_EXPORT_PORT
     apply_ray_defaults()
     from swap.job import run_job  # imports Ray and torch: keep `swap validate` fast
 
-    results = run_job(spec, Console())
+    try:
+        results = run_job(spec, Console(), resume=args.resume)
+    except JobFailed as exc:
+        print(f"swap: job failed: {exc}", file=sys.stderr)
+        return 1
     return 0 if results["status"] == "finished" else 1
+
+
+def _spec_from_args(args: argparse.Namespace) -> Spec:
+    if not getattr(args, "spec_env", None):
+        if args.spec is None:
+            raise SwapError("swap run: give a spec file (or --spec-env VAR)")
+        return load_spec(args.spec, args.overrides)
+    if args.spec is not None:  # with --spec-env, every positional is an override
+        args.overrides.insert(0, args.spec)
+    text = os.environ.get(args.spec_env)
+    if text is None:
+        raise SwapError(f"--spec-env: environment variable {args.spec_env} is not set")
+    return parse_spec(text, f"${args.spec_env}", args.overrides)
 
 
 def validate_command(args: argparse.Namespace) -> int:
@@ -78,3 +143,74 @@ def validate_command(args: argparse.Namespace) -> int:
         print(spec.to_yaml(), end="")
     print(f"{args.spec}: valid", file=sys.stderr)
     return 0
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec, args.overrides)  # nothing is submitted if the spec is bad
+    from swap import jobs
+
+    job_id, dashboard = jobs.submit(spec, args.address, args.name)
+    print(f"submitted {spec.name} as Ray job {job_id}")
+    print(f"dashboard: {dashboard}/#/jobs/{job_id}")
+    if not args.wait:
+        print(f"follow it: swap logs {job_id} --follow")
+        return 0
+    status = jobs.follow(job_id, args.address)
+    print(f"Ray job {job_id}: {status}")
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from swap import jobs
+
+    info = jobs.job_info(args.job_id, args.address)
+    print(f"{args.job_id}: {info.status.value}")
+    name = (info.metadata or {}).get("swap_name")
+    for label, value in [
+        ("name", name),
+        ("started", _time(info.start_time)),
+        ("ended", _time(info.end_time)),
+        ("message", info.message),
+        ("entrypoint", info.entrypoint),
+    ]:
+        if value:
+            print(f"  {label}: {value}")
+    return 0
+
+
+def logs_command(args: argparse.Namespace) -> int:
+    from swap import jobs
+
+    if args.follow:
+        status = jobs.follow(args.job_id, args.address)
+        print(f"Ray job {args.job_id}: {status}")
+        return 0 if status == "SUCCEEDED" else 1
+    print(jobs.job_logs(args.job_id, args.address), end="")
+    return 0
+
+
+def stop_command(args: argparse.Namespace) -> int:
+    from swap import jobs
+
+    jobs.stop(args.job_id, args.address)
+    print(f"stop requested for Ray job {args.job_id}")
+    return 0
+
+
+def list_command(args: argparse.Namespace) -> int:
+    from swap import jobs
+
+    # Plain columns, not a boxed table: this output gets piped to grep and awk.
+    print(f"{'SUBMISSION ID':<30} {'STATUS':<10} {'STARTED':<19}  NAME / ENTRYPOINT")
+    for job in jobs.list_jobs(args.address):
+        name = (job.metadata or {}).get("swap_name") or job.entrypoint
+        job_id = job.submission_id or job.job_id or "-"
+        started = _time(job.start_time) or "-"
+        print(f"{job_id:<30} {job.status.value:<10} {started:<19}  {name}")
+    return 0
+
+
+def _time(milliseconds: int | None) -> str | None:
+    if not milliseconds:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(milliseconds / 1000))

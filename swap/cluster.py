@@ -35,4 +35,6 @@ def connect_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
     else:
-        ray.init(num_cpus=os.cpu_count())
+        from swap.metrics import metrics_export_port
+
+        ray.init(num_cpus=os.cpu_count(), _metrics_export_port=metrics_export_port())

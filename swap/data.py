@@ -1,114 +1,139 @@
-"""Data sets by name: train/val/test splits as in-memory datasets, and their loaders.
+"""Data sets by name: their shape, their files, their train/val/test splits, and the loaders.
 
-Run: python -c "from swap.data import load_splits; print(load_splits('digits'))"
+Run: python -c "import swap.data as d, swap.spec as s; print(d.load_splits(s.Data()).info)"
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-Transform = Callable[[torch.Tensor], torch.Tensor]
+from swap.datasets import custom, digits, files, folder
+from swap.datasets.common import SPLIT_SEED, DatasetInfo, Images, Splits
+from swap.user_code import import_function, is_reference
 
-# The held-out splits never depend on a job's seed, so runs with different seeds are compared
-# on the same test and validation examples.
-SPLIT_SEED = 0
+if TYPE_CHECKING:
+    from swap.spec import Data, Spec
+
+__all__ = [
+    "DATASETS",
+    "SPLIT_SEED",
+    "DatasetInfo",
+    "Images",
+    "LoaderSettings",
+    "Splits",
+    "builtin_channels",
+    "check_dataset_name",
+    "dataset_info",
+    "ensure_data",
+    "load_splits",
+    "loader",
+    "loader_settings",
+    "prepare_data",
+]
 
 
 @dataclass(frozen=True)
-class DatasetInfo:
-    num_classes: int
-    channels: int
-    image_size: int
+class DataSource:
+    """How swap gets one kind of data set: its shape (cheap: no images are read), a check that
+    its files are there (downloading them if allowed), and its splits."""
+
+    info: Callable[[Data], DatasetInfo]
+    ensure: Callable[[Data], None]
+    load: Callable[[Data], Splits]
+    channels: int | None = None  # of its images, known before any is read; None: ask the data
 
 
-@dataclass(frozen=True)
-class Splits:
-    """`train` is what the optimizer sees (augmented); `train_plain` is the same examples without
-    augmentation, for the BN refresh. `val` is held out of training; `test` is never used to
-    choose anything."""
-
-    info: DatasetInfo
-    train: Dataset
-    train_plain: Dataset
-    val: Dataset
-    test: Dataset
+def _nothing_to_check(data: Data) -> None:
+    return None
 
 
-class Images(Dataset):
-    """Images held as one tensor in memory, with an optional per-example transform."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Transform | None):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.labels[index]
-
-
-def load_digits_splits(augment: bool, val_fraction: float) -> Splits:
-    """scikit-learn's 8x8 handwritten digits (1,797 images), 20% kept as a fixed test set."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    images = torch.from_numpy((bunch.images / 16.0).astype(np.float32)).unsqueeze(1)
-    labels = torch.from_numpy(bunch.target.astype(np.int64))
-    index = np.arange(len(labels))
-    train_idx, test_idx = train_test_split(
-        index, test_size=0.2, random_state=SPLIT_SEED, stratify=bunch.target
-    )
-    val_idx = np.array([], dtype=np.int64)
-    if val_fraction > 0:
-        train_idx, val_idx = train_test_split(
-            train_idx,
-            test_size=val_fraction,
-            random_state=SPLIT_SEED,
-            stratify=bunch.target[train_idx],
-        )
-    # Normalize with the training split's own statistics; the test set never informs them.
-    mean, std = images[train_idx].mean().item(), images[train_idx].std().item()
-
-    def split(idx: np.ndarray, transform: Transform | None = None) -> Images:
-        idx = torch.from_numpy(idx)
-        if transform is None:
-            return Images((images[idx] - mean) / std, labels[idx], None)
-        return Images(images[idx], labels[idx], transform)
-
-    train_transform = _shift_and_normalize(mean, std) if augment else None
-    return Splits(
-        info=DATASETS["digits"],
-        train=split(train_idx, train_transform),
-        train_plain=split(train_idx),
-        val=split(val_idx),
-        test=split(test_idx),
+def _file_source(dataset: files.FileDataset) -> DataSource:
+    return DataSource(
+        info=lambda data: dataset.info,
+        ensure=partial(files.ensure_files, dataset),
+        load=partial(files.load_file_splits, dataset),
+        channels=dataset.info.channels,
     )
 
 
-def _shift_and_normalize(mean: float, std: float) -> Transform:
-    """Translate by up to one pixel (the 8x8 analogue of CIFAR's 4-pixel pad-and-crop)."""
-    from torchvision.transforms import v2
-
-    return v2.Compose([v2.RandomCrop(8, padding=1), v2.Normalize([mean], [std])])
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo(num_classes=10, channels=1, image_size=8),
+DATASETS: dict[str, DataSource] = {
+    "digits": DataSource(
+        lambda data: digits.INFO, _nothing_to_check, digits.load_digits_splits, channels=1
+    ),
+    **{name: _file_source(dataset) for name, dataset in files.FILE_DATASETS.items()},
+    "imagefolder": DataSource(
+        folder.folder_info, folder.ensure_folders, folder.load_folder_splits, channels=3
+    ),
 }
-_LOADERS = {"digits": load_digits_splits}
+# "package.module:function": the import is checked when the spec is validated.
+CUSTOM = DataSource(custom.custom_info, _nothing_to_check, custom.load_custom_splits)
 
 
-def load_splits(dataset: str, augment: bool = True, val_fraction: float = 0.1) -> Splits:
-    return _LOADERS[dataset](augment=augment, val_fraction=val_fraction)
+def check_dataset_name(name: str) -> None:
+    """For spec validation: a built-in name, or a "package.module:function" that imports."""
+    if is_reference(name):
+        import_function(name)  # ValueError says why not
+    elif name not in DATASETS:
+        raise ValueError(
+            f"unknown data set; choose one of {', '.join(DATASETS)}, "
+            f"or 'package.module:function' returning (train, test) datasets"
+        )
+
+
+def builtin_channels(name: str) -> int | None:
+    """Channels of a built-in data set's images; None for a custom one (known from its data)."""
+    return None if is_reference(name) else DATASETS[name].channels
+
+
+def source(data: Data) -> DataSource:
+    return CUSTOM if is_reference(data.dataset) else DATASETS[data.dataset]
+
+
+def dataset_info(data: Data) -> DatasetInfo:
+    """Classes, channels and image size: fixed for built-in sets, read from the class folders
+    for imagefolder, and from the data for a custom set (which calls its function)."""
+    return source(data).info(data)
+
+
+def ensure_data(data: Data) -> None:
+    """Raise a SwapError naming the data set, where swap looked and how to fix it, unless its
+    files are in place (after downloading them, with `data.download`)."""
+    source(data).ensure(data)
+
+
+def load_splits(data: Data) -> Splits:
+    return source(data).load(data)
+
+
+def prepare_data(spec: Spec) -> Spec:
+    """The spec the workers get: data paths made absolute here, where the job was started
+    (workers may run in another directory), after checking the files are there, or
+    downloading them once, before any worker needs them."""
+    paths = {
+        field: os.path.abspath(os.path.expanduser(value))
+        for field in ("root", "train_dir", "test_dir")
+        if (value := getattr(spec.data, field)) is not None
+    }
+    data = spec.data.model_copy(update=paths)
+    ensure_data(data)
+    return spec.model_copy(update={"data": data})
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    workers: int = 0  # loader processes per training process; 0 loads in the process itself
+    pin_memory: bool = False  # page-locked host batches, for faster copies to a GPU
+
+
+def loader_settings(spec: Spec) -> LoaderSettings:
+    return LoaderSettings(workers=spec.data.loader_workers, pin_memory=spec.resources.use_gpu)
 
 
 def loader(
@@ -117,12 +142,13 @@ def loader(
     *,
     shuffle_seed: int | None = None,
     sampler: Sampler | None = None,
-    pin_memory: bool = False,
+    settings: LoaderSettings = LoaderSettings(),
 ) -> DataLoader:
     """A loader over `dataset`: in order, shuffled by its own seeded generator, or by `sampler`.
 
-    A private generator (not the global RNG) makes each worker's data order a function of its
-    seed alone.
+    A private generator (not the global RNG) makes each worker's data order, and its loader
+    processes' augmentation draws, a function of its seed alone. Loader processes persist
+    across epochs: they start once per loader, not once per pass.
     """
     generator = None
     if shuffle_seed is not None:
@@ -133,5 +159,7 @@ def loader(
         shuffle=shuffle_seed is not None,
         sampler=sampler,
         generator=generator,
-        pin_memory=pin_memory,
+        num_workers=settings.workers,
+        persistent_workers=settings.workers > 0,
+        pin_memory=settings.pin_memory,
     )

@@ -16,3 +16,12 @@ class SpecError(SwapError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class JobFailed(Exception):
+    """The job ran but cannot produce a model: phase 1 diverged, too few phase-2 workers
+    finished. `results.json` says the same; the CLI exits with status 1."""
+
+
+class DivergenceError(Exception):
+    """A non-finite training loss: more steps will not bring the weights back."""

@@ -6,157 +6,130 @@ Run: swap run configs/quickstart.yaml   (or: from swap.job import run_job)
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
-import ray
-from ray.train import Checkpoint, CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchConfig, TorchTrainer
 from rich.console import Console
 
-from swap.checkpoints import atomic_write, new_run_dir, write_json
+from swap import metrics, storage
+from swap.checkpoints import new_run_dir, read_json, write_json, write_text
 from swap.cluster import connect_ray
-from swap.phase1 import phase1_worker
-from swap.phase2 import phase2_worker, worker_seed
-from swap.phase3 import phase3_coordinator
+from swap.data import prepare_data
+from swap.errors import SpecError, SwapError
+from swap.launch import phase1_checkpoint, run_phase1, run_phase2, run_phase3
 from swap.results import print_summary, versions
-from swap.spec import Spec
+from swap.spec import Spec, parse_spec
+from swap.storage import join
 
 
-def run_job(spec: Spec, console: Console | None = None) -> dict[str, Any]:
-    """Run all three phases; return what `results.json` holds. Ray is started if not running."""
+def run_job(spec: Spec, console: Console | None = None, resume: str | None = None) -> dict:
+    """Run the three phases; return what `results.json` holds. Ray is started if not running.
+
+    With `resume` (a run directory of the same spec), a phase that finished there is not run
+    again, and phase 2 keeps its finished workers and resumes the others from their last epoch.
+    """
     console = console or Console()
     started = time.perf_counter()
-    run_dir = new_run_dir(spec.output.dir, spec.name)
-    atomic_write(run_dir / "spec.yaml", lambda tmp: tmp.write_text(spec.to_yaml()))
-    results: dict[str, Any] = {
-        "name": spec.name,
-        "run_id": run_dir.name,
-        "run_dir": str(run_dir),
-        "status": "running",
-        "spec": spec.to_dict(),
-        "versions": versions(),
-    }
+    # Data paths made absolute here; missing files fail before a run directory or Ray exists.
+    spec = prepare_data(spec)
+    run_dir, results = open_run(spec, resume)
+    earlier_seconds = results.get("total_seconds", 0.0)
     console.print(f"[bold]swap[/] {spec.name}: run directory {run_dir}", soft_wrap=True)
+    labels = metrics.Labels(results["run_id"], spec.name)
     try:
         connect_ray()
+        console.print(metrics.scrape_hint(labels), soft_wrap=True)
+        metrics.set_phase(labels, metrics.PENDING)
         console.rule("phase 1: large-batch data-parallel SGD")
-        results["phase1"], checkpoint = run_phase1(spec, run_dir)
-        write_json(run_dir / "results.json", results)
+        if "phase1" in results:
+            console.print("phase 1 finished in an earlier attempt: kept")
+            checkpoint = phase1_checkpoint(results["phase1"])
+        else:
+            results["phase1"], checkpoint = run_phase1(spec, run_dir)
+        save(run_dir, results)
         console.rule("phase 2: independent small-batch workers")
-        results["phase2"] = run_phase2(spec, run_dir, checkpoint, console)
-        write_json(run_dir / "results.json", results)
+        if "phase2" not in results:
+            sha = results["phase1"]["sha256"]
+            results["phase2"] = run_phase2(spec, run_dir, checkpoint, sha, console)
+        save(run_dir, results)
         console.rule("phase 3: average, refresh BatchNorm, evaluate")
         results["phase3"] = run_phase3(spec, run_dir, results["phase2"]["workers"])
+        mark_dropped(results["phase2"]["workers"], results["phase3"]["dropped"])
         results["status"] = "finished"
+        metrics.set_phase(labels, metrics.DONE)
     except BaseException as exc:
         results["status"] = "failed"
+        metrics.set_phase(labels, metrics.FAILED)
         results["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         raise
     finally:
-        results["total_seconds"] = time.perf_counter() - started
-        write_json(run_dir / "results.json", results)
+        results["total_seconds"] = earlier_seconds + time.perf_counter() - started
+        save(run_dir, results)
     print_summary(results, console)
     return results
 
 
-def run_phase1(spec: Spec, run_dir: Path) -> tuple[dict[str, Any], Checkpoint]:
-    """Phase 1 as one Ray Train run; its checkpoints go to `<run_dir>/phase1/`."""
-    started = time.perf_counter()
-    gpu = spec.resources.use_gpu
-    trainer = TorchTrainer(
-        phase1_worker,
-        train_loop_config={"spec": spec.to_dict()},
-        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=spec.phase1.workers,
-            use_gpu=gpu,
-            resources_per_worker=worker_resources(spec),
-        ),
-        run_config=RunConfig(
-            name="phase1",
-            storage_path=str(run_dir),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-            logging_config=LoggingConfig(log_level="WARNING"),
-        ),
-    )
-    result = trainer.fit()  # raises if training failed
-    summary = dict(result.return_value)
-    history = summary["history"]
-    summary["seconds"] = time.perf_counter() - started
-    summary["samples_per_second"] = _throughput(history)
-    summary["checkpoint"] = result.checkpoint.path
-    return summary, result.checkpoint
+def open_run(spec: Spec, resume: str | None) -> tuple[str, dict[str, Any]]:
+    """A new run directory with the spec saved, or the one to resume with what it recorded."""
+    if resume is None:
+        run_dir = new_run_dir(spec.output.dir, spec.name)
+        write_text(join(run_dir, "spec.yaml"), spec.to_yaml())
+        return run_dir, {
+            "name": spec.name,
+            "run_id": run_dir.rpartition("/")[2],
+            "run_dir": run_dir,
+            "status": "running",
+            "spec": spec.to_dict(),
+            "versions": versions(),
+        }
+    run_dir = storage.absolute(resume)
+    if not storage.exists(join(run_dir, "spec.yaml")):
+        raise SwapError(f"--resume: {run_dir} is not a run directory (it has no spec.yaml)")
+    saved_spec = join(run_dir, "spec.yaml")
+    saved = parse_spec(storage.read_bytes(saved_spec).decode(), saved_spec)
+    differing = changed_fields(saved.to_dict(), spec.to_dict())
+    if differing:
+        raise SpecError(
+            [f"--resume: the spec differs from {saved_spec} at {field}" for field in differing]
+        )
+    results = read_json(join(run_dir, "results.json"))
+    results.update(status="running", resumed=results.get("resumed", 0) + 1)
+    results.pop("error", None)
+    return run_dir, results
 
 
-def run_phase2(
-    spec: Spec, run_dir: Path, checkpoint: Checkpoint, console: Console
-) -> dict[str, Any]:
-    """One Ray task per worker, no retries: a failure is recorded and costs only that worker."""
-    started = time.perf_counter()
-    task = ray.remote(phase2_task).options(max_retries=0, **task_resources(spec))
-    pending = {
-        task.remote(spec.to_dict(), index, checkpoint, str(run_dir)): index
-        for index in range(spec.phase2.workers)
-    }
-    workers: dict[int, dict[str, Any]] = {}
-    while pending:
-        [ref], _ = ray.wait(list(pending), num_returns=1)
-        index = pending.pop(ref)
-        try:
-            workers[index] = ray.get(ref)
-            console.print(
-                f"phase 2  worker {index} finished: "
-                f"test acc {workers[index]['test_accuracy']:.2%} "
-                f"in {workers[index]['seconds']:.1f}s"
-            )
-        except ray.exceptions.RayError as exc:
-            error = str(exc).strip().splitlines()[-1]
-            workers[index] = {
-                "index": index,
-                "seed": worker_seed(spec, index),
-                "status": "failed",
-                "error": error,
-            }
-            console.print(f"[red]phase 2  worker {index} failed:[/] {error}")
-    return {
-        "seconds": time.perf_counter() - started,
-        "workers": [workers[i] for i in sorted(workers)],
-    }
+def changed_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    fields = []
+    for key in sorted(a.keys() | b.keys()):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            fields += changed_fields(left, right, f"{prefix}{key}.")
+        elif left != right:
+            fields.append(f"{prefix}{key} ({left!r} there, {right!r} here)")
+    return fields
 
 
-def phase2_task(
-    spec: dict[str, Any], index: int, checkpoint: Checkpoint, run_dir: str
-) -> dict[str, Any]:
-    """Fetch the phase-1 checkpoint where this task runs, then train worker `index`."""
-    with checkpoint.as_directory() as phase1_dir:
-        result = phase2_worker(Spec.model_validate(spec), index, Path(phase1_dir), Path(run_dir))
-    result["node_id"] = ray.get_runtime_context().get_node_id()
-    result["samples_per_second"] = _throughput(result["history"])
-    return result
+def mark_dropped(workers: list[dict[str, Any]], dropped: dict[Any, str]) -> None:
+    """Workers the coordinator could not average (a corrupted checkpoint) are dropped."""
+    for worker in workers:
+        reason = dropped.get(worker["index"], dropped.get(str(worker["index"])))
+        if reason is not None:
+            worker.update(status="dropped", error=reason)
 
 
-def run_phase3(spec: Spec, run_dir: Path, workers: list[dict[str, Any]]) -> dict[str, Any]:
-    """The coordinator runs as one Ray task, next to the storage, not on the driver."""
-    finished = {w["index"]: w["checkpoint"] for w in workers if w["status"] == "finished"}
-    if not finished:
-        raise RuntimeError("phase 2: every worker failed; there is nothing to average")
-    task = ray.remote(phase3_coordinator).options(max_retries=0, **task_resources(spec))
-    return ray.get(task.remote(spec, finished, run_dir))
+def save(run_dir: str, results: dict[str, Any]) -> None:
+    """results.json and manifest.json (the SHA-256 of every checkpoint), both atomic."""
+    write_json(join(run_dir, "results.json"), results)
+    write_json(join(run_dir, "manifest.json"), manifest(run_dir, results))
 
 
-def worker_resources(spec: Spec) -> dict[str, float]:
-    resources = {"CPU": spec.resources.cpus_per_worker}
-    if spec.resources.use_gpu:
-        resources["GPU"] = 1
-    return resources
-
-
-def task_resources(spec: Spec) -> dict[str, float]:
-    return {"num_cpus": spec.resources.cpus_per_worker, "num_gpus": int(spec.resources.use_gpu)}
-
-
-def _throughput(history: list[dict[str, Any]]) -> float:
-    """Samples per second of training, over all epochs (evaluation and start-up excluded)."""
-    seconds = sum(h["seconds"] for h in history)
-    return sum(h["samples"] for h in history) / seconds if seconds else 0.0
+def manifest(run_dir: str, results: dict[str, Any]) -> dict[str, str]:
+    files = {}
+    if "phase1" in results:
+        files[join(results["phase1"]["checkpoint"], "model.pt")] = results["phase1"]["sha256"]
+    for worker in results.get("phase2", {}).get("workers", []):
+        if "sha256" in worker:
+            files[worker["checkpoint"]] = worker["sha256"]
+    if "phase3" in results:
+        files[results["phase3"]["model"]] = results["phase3"]["sha256"]
+    prefix = run_dir.rstrip("/") + "/"
+    return {path.removeprefix(prefix): digest for path, digest in sorted(files.items())}

@@ -1,15 +1,27 @@
 """Model architectures by name, built for a data set's channels and classes.
 
-Run: python -c "import swap.models as m; print(m.build_model('small_cnn', m.DatasetInfo(10, 1, 8)))"
+Run: python -c "from swap.models import ARCHS; print(sorted(ARCHS))"
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache, partial
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from swap.data import DatasetInfo
+from swap.data import DatasetInfo, builtin_channels
+from swap.errors import SwapError
+from swap.models_cifar import cifar_resnet, preresnet, vgg16_bn, wide_resnet
+from swap.user_code import call_with_accepted, import_function, is_reference
+
+if TYPE_CHECKING:
+    from swap.spec import Model
+
+Builder = Callable[["Model", DatasetInfo], nn.Module]
+
+WIDE_RESNET_DEPTH, WIDE_RESNET_WIDTH = 28, 10  # WRN-28-10, when model.depth/width are null
 
 
 def small_cnn(info: DatasetInfo) -> nn.Module:
@@ -29,8 +41,96 @@ def small_cnn(info: DatasetInfo) -> nn.Module:
     )
 
 
-ARCHS: dict[str, Callable[[DatasetInfo], nn.Module]] = {"small_cnn": small_cnn}
+def _wide_resnet(model: Model, info: DatasetInfo) -> nn.Module:
+    depth = model.depth or WIDE_RESNET_DEPTH
+    width = model.width or WIDE_RESNET_WIDTH
+    return wide_resnet(depth, width, info.channels, info.num_classes)
 
 
-def build_model(arch: str, info: DatasetInfo) -> nn.Module:
-    return ARCHS[arch](info)
+def _fixed(build: Callable[..., nn.Module], model: Model, info: DatasetInfo) -> nn.Module:
+    return build(info.channels, info.num_classes)
+
+
+ARCHS: dict[str, Builder] = {
+    "small_cnn": lambda model, info: small_cnn(info),
+    **{f"resnet{d}": partial(_fixed, partial(cifar_resnet, d)) for d in (20, 32, 44, 56, 110)},
+    "preresnet164": partial(_fixed, partial(preresnet, 164)),
+    "wide_resnet": _wide_resnet,
+    "vgg16_bn": partial(_fixed, vgg16_bn),
+}
+
+# torchvision builders that need more than num_classes to return plain logits in training.
+TORCHVISION_OPTIONS = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+}
+
+
+@cache
+def torchvision_archs() -> frozenset[str]:
+    """torchvision's classification models (not detection or segmentation ones)."""
+    import torchvision.models
+
+    return frozenset(torchvision.models.list_models(module=torchvision.models))
+
+
+def check_arch_name(name: str) -> None:
+    """For spec validation: swap's own, torchvision's, or a "package.module:function" that
+    imports. swap's own names win: vgg16_bn is the CIFAR net (torchvision's is reachable as
+    "torchvision.models:vgg16_bn")."""
+    if is_reference(name):
+        import_function(name)  # ValueError says why not
+    elif name not in ARCHS and name not in torchvision_archs():
+        raise ValueError(
+            f"unknown architecture; choose one of {', '.join(ARCHS)}, a torchvision "
+            f"classification model (resnet18, resnet50, ...), or 'package.module:function'"
+        )
+
+
+def channel_mismatch(arch: str, dataset: str) -> str | None:
+    """Why `arch` cannot take `dataset`'s images, when that is known before building it."""
+    channels = builtin_channels(dataset)
+    if arch in ARCHS or is_reference(arch) or channels in (None, 3):
+        return None
+    return (
+        f"arch {arch!r} (torchvision) takes 3-channel images; data set {dataset} has {channels}: "
+        f"choose one of swap's nets ({', '.join(ARCHS)})"
+    )
+
+
+def build_model(model: Model, info: DatasetInfo) -> nn.Module:
+    """The untrained network `model` names, for `info`'s channels and classes."""
+    if model.arch in ARCHS:
+        return ARCHS[model.arch](model, info)
+    if is_reference(model.arch):
+        return _custom_model(model.arch, info)
+    if info.channels != 3:
+        raise SwapError(
+            f"model.arch: torchvision's {model.arch} takes 3-channel images; the data has "
+            f"{info.channels} (swap's own nets take any: {', '.join(ARCHS)})"
+        )
+    import torchvision.models
+
+    options = TORCHVISION_OPTIONS.get(model.arch, {})
+    return torchvision.models.get_model(
+        model.arch, weights=None, num_classes=info.num_classes, **options
+    )
+
+
+def _custom_model(reference: str, info: DatasetInfo) -> nn.Module:
+    """`function(num_classes=...)`, plus `in_channels`/`image_size` if it names them."""
+    try:
+        function = import_function(reference)
+    except ValueError as exc:
+        raise SwapError(f"model.arch: {exc} (got {reference!r})") from None
+    module = call_with_accepted(
+        function,
+        {"num_classes": info.num_classes},
+        in_channels=info.channels,
+        image_size=info.image_size,
+    )
+    if not isinstance(module, nn.Module):
+        raise SwapError(
+            f"model.arch: {reference} must return a torch.nn.Module, got {type(module).__name__}"
+        )
+    return module

@@ -1,11 +1,12 @@
 """Phase 1: the per-worker loop of large-batch synchronous data-parallel SGD (Ray Train, DDP).
 
-Run: launched by swap.job.run_phase1 as TorchTrainer(phase1_worker, ...); one copy per rank.
+Run: launched by swap.launch.run_phase1 as TorchTrainer(phase1_worker, ...); one copy per rank.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from functools import partial
@@ -20,8 +21,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from swap.checkpoints import MODEL_FILE, save_state_dict
-from swap.data import load_splits, loader
+from swap import metrics, storage
+from swap.checkpoints import MODEL_FILE, load_state_dict, save_state_dict
+from swap.data import load_splits, loader, loader_settings
 from swap.models import build_model
 from swap.schedules import lambda_lr, phase1_stop_reason, warmup_linear_decay
 from swap.spec import Spec
@@ -29,16 +31,27 @@ from swap.training import (
     EpochStats,
     epoch_record,
     evaluate,
+    precision_for,
     progress_line,
     sgd,
+    to_memory_format,
     train_epoch,
 )
+
+TRAIN_STATE = "train_state.pt"  # optimizer, LR schedule and history: what resuming needs
+
+
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """The RNG seed of one rank's epoch: a resumed run draws what an uninterrupted one would."""
+    return (seed * 1_000_003 + rank) * 10_007 + epoch
 
 
 def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Train one DDP rank until the stopping rule fires; rank 0's return value is the result.
 
-    Every rank computes the same all-reduced training accuracy, so all ranks stop together.
+    Every rank computes the same all-reduced training accuracy and loss, so all ranks stop
+    together, also when the loss diverges. After a failure (Ray Train's FailureConfig) or a
+    driver restart, training resumes from the latest per-epoch checkpoint.
     """
     # Ray Train logs every report at INFO through a logger its log level does not reach.
     logging.getLogger().setLevel(logging.WARNING)
@@ -47,14 +60,18 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
+    labels = metrics.Labels(config.get("run_id", ""), spec.name).at(1, metrics.PHASE1_WORKER)
 
-    splits = load_splits(spec.data.dataset, spec.data.augment, spec.data.val_fraction)
+    splits = load_splits(spec.data)
+    precision = precision_for(spec, device)
     torch.manual_seed(spec.seed)  # the same initial weights on every rank
-    model = ray.train.torch.prepare_model(build_model(spec.model.arch, splits.info))
-    torch.manual_seed(spec.seed * 1_000_003 + rank)  # each rank its own augmentation draws
-
+    model = ray.train.torch.prepare_model(
+        to_memory_format(build_model(spec.model, splits.info), precision)
+    )
     sampler = DistributedSampler(splits.train, world, rank, shuffle=True, seed=spec.seed)
-    batches = loader(splits.train, p1.batch_size // world, sampler=sampler)
+    batches = loader(
+        splits.train, p1.batch_size // world, sampler=sampler, settings=loader_settings(spec)
+    )
     optimizer = sgd(model, p1.lr, p1.momentum, p1.weight_decay)
     steps = len(batches)
     scheduler = lambda_lr(
@@ -65,23 +82,27 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
             total_steps=p1.max_epochs * steps,
         ),
     )
+    # Restored after DDP wrapping, so optimizer state lands on the parameters' device.
+    history, digest = restore(ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler)
 
-    history: list[dict[str, Any]] = []
-    stop_reason = None
+    stop_reason = stop_reason_of(history, p1)
     while stop_reason is None:
         epoch = len(history) + 1
         sampler.set_epoch(epoch)
+        torch.manual_seed(epoch_seed(spec.seed, rank, epoch))  # augmentation draws
         lr = optimizer.param_groups[0]["lr"]
         started = time.perf_counter()
-        stats = all_reduce(train_epoch(model, batches, optimizer, scheduler, device))
+        local = train_epoch(model, batches, optimizer, scheduler, device, precision)
+        stats = all_reduce(local)
+        if not math.isfinite(stats.loss_sum):
+            return divergence(epoch, local, rank)
         record = epoch_record(epoch, stats, lr, time.perf_counter() - started)
         history.append(record)
-        stop_reason = phase1_stop_reason(
-            epoch, stats.accuracy, p1.max_epochs, p1.stop_train_accuracy
-        )
+        stop_reason = stop_reason_of(history, p1)
         if rank == 0:
             print(progress_line("phase 1", record, p1.max_epochs), flush=True)
-        report_epoch(unwrap(model), record, spec, rank)
+            metrics.record_epoch(labels, record, steps)  # all-reduced: the group's numbers
+        digest = report_epoch(unwrap(model), optimizer, scheduler, history, spec, rank, labels)
 
     # Ranks' BatchNorm statistics drift apart (each saw its own batches); keep rank 0's, the
     # ones in the checkpoint, so what is evaluated here is exactly what phase 2 starts from.
@@ -100,22 +121,77 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
         "val_accuracy": val.accuracy if val.count else None,
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,
+        "sha256": digest,
         "history": history,
     }
 
 
-def report_epoch(module: torch.nn.Module, record: dict[str, Any], spec: Spec, rank: int) -> None:
-    """Report the epoch's metrics; rank 0 also hands Ray Train the weights as a checkpoint.
+def stop_reason_of(history: list[dict[str, Any]], p1: Any) -> str | None:
+    if not history:
+        return None
+    last = history[-1]
+    return phase1_stop_reason(
+        last["epoch"], last["train_accuracy"], p1.max_epochs, p1.stop_train_accuracy
+    )
+
+
+def restore(
+    checkpoint: ray.train.Checkpoint | None,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Load the latest checkpoint Ray Train kept, if any; return its history and digest."""
+    if checkpoint is None:
+        return [], None
+    with checkpoint.as_directory() as directory:
+        weights = Path(directory) / MODEL_FILE
+        digest = storage.sha256(weights)
+        model.load_state_dict(load_state_dict(weights))
+        state = load_state_dict(Path(directory) / TRAIN_STATE)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    print(f"phase 1  resuming after epoch {len(state['history'])}", flush=True)
+    return state["history"], digest
+
+
+def divergence(epoch: int, local: EpochStats, rank: int) -> dict[str, Any]:
+    """Every rank saw the non-finite sum: all stop here, and the driver fails the job."""
+    bad = torch.tensor([local.nonfinite_step or 2**31], dtype=torch.int64)
+    if dist.is_initialized():
+        dist.all_reduce(bad, op=dist.ReduceOp.MIN)
+    step = int(bad.item())
+    where = f"epoch {epoch}, step {step}" if step < 2**31 else f"epoch {epoch}"
+    return {"diverged": f"non-finite training loss at {where}"}
+
+
+def report_epoch(
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    history: list[dict[str, Any]],
+    spec: Spec,
+    rank: int,
+    labels: metrics.Labels,
+) -> str | None:
+    """Report the epoch's metrics; rank 0 also hands Ray Train a checkpoint: the weights
+    (`model.pt`, a plain state_dict), what resuming needs (`train_state.pt`) and the spec.
+    Returns the weights' SHA-256 on rank 0.
 
     `ray.train.report` is a barrier: every rank must call it, once per epoch.
     """
     if rank != 0:
-        ray.train.report(record)
-        return
+        ray.train.report(history[-1])
+        return None
     with tempfile.TemporaryDirectory() as tmp:
-        save_state_dict(module.state_dict(), Path(tmp) / MODEL_FILE)
+        started = time.perf_counter()
+        saved = save_state_dict(module.state_dict(), Path(tmp) / MODEL_FILE)
+        metrics.record_checkpoint(labels, saved, time.perf_counter() - started)
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        save_state_dict({**state, "history": history}, Path(tmp) / TRAIN_STATE)
         (Path(tmp) / "spec.yaml").write_text(spec.to_yaml())
-        ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        ray.train.report(history[-1], checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    return saved.sha256
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -141,4 +217,5 @@ def evaluate_sharded(
 ) -> EpochStats:
     """Each rank evaluates every `world`-th example (no padding, so every example counts once)."""
     shard = Subset(dataset, range(rank, len(dataset), world))
-    return all_reduce(evaluate(model, loader(shard, spec.phase3.batch_size), device))
+    batches = loader(shard, spec.phase3.batch_size, settings=loader_settings(spec))
+    return all_reduce(evaluate(model, batches, device, precision_for(spec, device)))

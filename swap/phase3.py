@@ -1,29 +1,36 @@
 """Phase 3: average the phase-2 workers' weights, refresh BatchNorm statistics, evaluate, save.
 
-Run: launched by swap.job.run_phase3 as one Ray task (the coordinator). No Ray here.
+Run: launched by swap.launch.run_phase3 as one Ray task (the coordinator). No Ray here.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from swap.averaging import average_state_dicts
 from swap.bn import refresh_bn
-from swap.checkpoints import MODEL_FILE, load_state_dict, save_state_dict
-from swap.data import load_splits, loader
+from swap.checkpoints import MODEL_FILE, load_state_dict, save_state_dict, verify
+from swap.data import load_splits, loader, loader_settings
+from swap.errors import JobFailed, SwapError
 from swap.models import build_model
 from swap.spec import Spec
-from swap.training import evaluate
+from swap.storage import join
+from swap.training import evaluate, precision_for, to_memory_format
 
 
-def phase3_coordinator(spec: Spec, checkpoints: dict[int, str], run_dir: Path) -> dict[str, Any]:
-    """Average the workers' `checkpoints` (index -> path) with equal weights, refresh BN on
-    the training set, evaluate, and save the final model.
+def phase3_coordinator(
+    spec: Spec, checkpoints: dict[int, tuple[str, str]], run_dir: str
+) -> dict[str, Any]:
+    """Average the workers' `checkpoints` (index -> (path, sha256)) with equal weights, refresh
+    BN on the training set, evaluate, and save the final model.
+
+    Every checkpoint is checked against the SHA-256 its worker recorded before anything is
+    averaged: a missing, truncated or corrupted one is dropped (and named in `dropped`), never
+    averaged. Fewer than `phase2.min_workers` left fails the job.
 
     The refresh uses the training examples without augmentation: the statistics should match
     what the model sees at test time. `phase3.bn_batches` caps it at that many batches of a
@@ -31,33 +38,49 @@ def phase3_coordinator(spec: Spec, checkpoints: dict[int, str], run_dir: Path) -
     """
     started = time.perf_counter()
     device = torch.device("cuda" if spec.resources.use_gpu else "cpu")
-    splits = load_splits(spec.data.dataset, spec.data.augment, spec.data.val_fraction)
-    model = build_model(spec.model.arch, splits.info)
+    splits = load_splits(spec.data)
+    precision, feed = precision_for(spec, device), loader_settings(spec)
+    model = build_model(spec.model, splits.info)
 
     average_started = time.perf_counter()
+    good, dropped = check_checkpoints(checkpoints)
+    if len(good) < spec.phase2.min_workers:
+        raise JobFailed(
+            f"phase 2: {len(good)} of {spec.phase2.workers} workers finished with a readable "
+            f"checkpoint; phase2.min_workers is {spec.phase2.min_workers}"
+        )
     # A generator, so only one worker's weights are loaded at a time.
-    model.load_state_dict(average_state_dicts(load_state_dict(p) for p in checkpoints.values()))
+    model.load_state_dict(average_state_dicts(load_state_dict(p) for p in good.values()))
     average_seconds = time.perf_counter() - average_started
-    model.to(device)
+    model = to_memory_format(model.to(device), precision)
 
     bs = spec.phase3.batch_size
-    before = evaluate(model, loader(splits.test, bs), device)
-    val_before = evaluate(model, loader(splits.val, bs), device)
+    before = evaluate(model, loader(splits.test, bs, settings=feed), device, precision)
+    val_before = evaluate(model, loader(splits.val, bs, settings=feed), device, precision)
 
     bn_seconds, bn_batches = 0.0, 0
     if spec.phase3.bn_refresh:
         bn_started = time.perf_counter()
-        batches = loader(splits.train_plain, bs, shuffle_seed=spec.seed)
+        batches = loader(splits.train_plain, bs, shuffle_seed=spec.seed, settings=feed)
         if spec.phase3.bn_batches is not None:
             batches = itertools.islice(batches, spec.phase3.bn_batches)
-        bn_batches = refresh_bn(model, batches, device=device)
+        bn_batches = refresh_bn(
+            model,
+            batches,
+            device=device,
+            autocast_dtype=precision.autocast_dtype,
+            channels_last=precision.channels_last,
+        )
         bn_seconds = time.perf_counter() - bn_started
 
-    test = evaluate(model, loader(splits.test, bs), device)
-    val = evaluate(model, loader(splits.val, bs), device)
-    final = save_state_dict(model.state_dict(), Path(run_dir) / "final" / MODEL_FILE)
+    test = evaluate(model, loader(splits.test, bs, settings=feed), device, precision)
+    val = evaluate(model, loader(splits.val, bs, settings=feed), device, precision)
+    saving = time.perf_counter()
+    final = save_state_dict(model.state_dict(), join(run_dir, "final", MODEL_FILE))
+    write_seconds = time.perf_counter() - saving
     return {
-        "averaged_workers": sorted(checkpoints),
+        "averaged_workers": sorted(good),
+        "dropped": dropped,
         "test_accuracy_before_bn": before.accuracy,
         "val_accuracy_before_bn": val_before.accuracy if val_before.count else None,
         "test_accuracy": test.accuracy,
@@ -67,5 +90,24 @@ def phase3_coordinator(spec: Spec, checkpoints: dict[int, str], run_dir: Path) -
         "average_seconds": average_seconds,
         "bn_refresh_seconds": bn_seconds,
         "seconds": time.perf_counter() - started,
-        "model": str(final),
+        "model": final.location,
+        "sha256": final.sha256,
+        "model_bytes": final.size,
+        "model_write_seconds": write_seconds,
     }
+
+
+def check_checkpoints(
+    checkpoints: dict[int, tuple[str, str]],
+) -> tuple[dict[int, str], dict[int, str]]:
+    """Split workers into those whose checkpoint matches its SHA-256 (index -> path) and those
+    dropped (index -> why)."""
+    good, dropped = {}, {}
+    for index, (path, sha256) in sorted(checkpoints.items()):
+        try:
+            verify(path, sha256)
+        except SwapError as exc:
+            dropped[index] = str(exc)
+            continue
+        good[index] = path
+    return good, dropped

@@ -23,6 +23,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from swap.errors import SpecError
 
@@ -54,39 +55,114 @@ Accuracy = Annotated[Number, Field(gt=0, le=1)]  # in (0, 1]
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-def _one_of(value: str, registry: dict[str, Any], what: str) -> str:
-    if value not in registry:
-        raise ValueError(f"unknown {what}; choose one of {', '.join(sorted(registry))}")
-    return value
-
-
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class Data(Section):
-    dataset: StrictStr = "digits"  # a name in swap.data.DATASETS
-    root: StrictStr | None = None  # folder holding the data set's files, for file-backed sets
+    # digits, cifar10, cifar100, mnist, fashion_mnist, svhn, imagefolder (swap.data.DATASETS),
+    # or "package.module:function" returning (train, test) datasets.
+    dataset: StrictStr = "digits"
+    # Folder of a torchvision data set's files, in torchvision's layout (null: ./data); also
+    # passed to a custom function that takes `root`. Relative to where `swap run` runs.
+    root: StrictStr | None = None
+    download: StrictBool = False  # fetch missing files into root (torchvision's sets; internet)
+    train_dir: StrictStr | None = None  # imagefolder: training images, a sub-folder per class
+    test_dir: StrictStr | None = None  # imagefolder: test images, the same class sub-folders
     augment: StrictBool = True  # the data set's standard training augmentation
     val_fraction: Fraction = 0.1  # share of the training set held out (never the test set)
+    image_size: PositiveInt | None = None  # imagefolder: side of the square crop, px; null: 224
+    resize: PositiveInt | None = None  # imagefolder: side before test crop; null: 8/7 x image_size
+    mean: list[Number] | None = None  # per-channel mean, pixels in [0, 1]; null: the data set's
+    std: list[PositiveNumber] | None = None  # per-channel std, same units; null: the data set's
+    loader_workers: NonNegativeInt = 0  # loader processes per training process; 0: in-process
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        from swap.data import DATASETS
+        from swap.data import check_dataset_name
 
-        return _one_of(value, DATASETS, "data set")
+        check_dataset_name(value)
+        return value
+
+    @field_validator("root")
+    @classmethod
+    def _default_root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from swap.datasets.files import FILE_DATASETS
+
+        return "data" if value is None and info.data.get("dataset") in FILE_DATASETS else value
+
+    @field_validator("download")
+    @classmethod
+    def _downloadable(cls, value: bool, info: ValidationInfo) -> bool:
+        from swap.datasets.files import FILE_DATASETS
+
+        dataset = info.data.get("dataset")
+        if value and dataset is not None and dataset not in FILE_DATASETS:
+            names = ", ".join(FILE_DATASETS)
+            raise ValueError(f"only torchvision's data sets download ({names}), not {dataset}")
+        return value
+
+    @field_validator("train_dir", "test_dir", "image_size", "resize")
+    @classmethod
+    def _imagefolder_only(cls, value: Any, info: ValidationInfo) -> Any:
+        dataset = info.data.get("dataset")
+        if dataset is None:
+            return value
+        if value is None and dataset == "imagefolder" and info.field_name.endswith("_dir"):
+            raise ValueError("required for data.dataset: imagefolder")
+        if value is not None and dataset != "imagefolder":
+            raise ValueError(f"only for data.dataset: imagefolder (not {dataset})")
+        if info.field_name == "resize" and value is not None:
+            from swap.datasets.folder import IMAGE_SIZE
+
+            size = info.data.get("image_size") or IMAGE_SIZE
+            if value < size:
+                raise ValueError(f"must be at least the crop, data.image_size ({size})")
+        return value
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _one_per_channel(cls, value: list[float] | None, info: ValidationInfo):
+        from swap.data import builtin_channels
+
+        dataset = info.data.get("dataset")
+        if value is None or dataset is None:
+            return value
+        channels = builtin_channels(dataset)
+        if channels is None:
+            raise ValueError("a custom data set normalizes its own examples")
+        if len(value) != channels:
+            raise ValueError(f"expected {channels} value(s), one per channel of {dataset}")
+        return value
 
 
 class Model(Section):
-    arch: StrictStr = "small_cnn"  # a name in swap.models.ARCHS
+    # small_cnn, resnet20/32/44/56/110, preresnet164, wide_resnet, vgg16_bn (CIFAR-style nets,
+    # swap.models.ARCHS), a torchvision classification model by name (resnet18, resnet50, ...),
+    # or "package.module:function" taking num_classes and returning an nn.Module.
+    arch: StrictStr = "small_cnn"
+    depth: PositiveInt | None = None  # wide_resnet: layers, 6n + 4 (WRN-28-10: 28); null: 28
+    width: PositiveInt | None = None  # wide_resnet: widening factor k (WRN-28-10: 10); null: 10
+    channels_last: StrictBool = False  # NHWC memory format (faster convolutions on tensor cores)
 
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, value: str) -> str:
-        from swap.models import ARCHS
+        from swap.models import check_arch_name
 
-        return _one_of(value, ARCHS, "architecture")
+        check_arch_name(value)
+        return value
+
+    @field_validator("depth", "width")
+    @classmethod
+    def _wide_resnet_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        arch = info.data.get("arch")
+        if value is not None and arch is not None and arch != "wide_resnet":
+            raise ValueError(f"only for model.arch: wide_resnet (not {arch})")
+        if info.field_name == "depth" and value is not None and (value < 10 or (value - 4) % 6):
+            raise ValueError("must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...)")
+        return value
 
 
 class Phase1(Section):
@@ -98,6 +174,7 @@ class Phase1(Section):
     warmup_epochs: NonNegativeInt = 1  # epochs of linear warm-up from 0 to lr
     max_epochs: PositiveInt = 20  # hard stop; the LR decays linearly to 0 at this epoch
     stop_train_accuracy: Accuracy | None = None  # stop once an epoch's train accuracy reaches it
+    max_failures: NonNegativeInt = 1  # group restarts (from the last epoch) after a worker dies
 
     @field_validator("batch_size")
     @classmethod
@@ -124,6 +201,16 @@ class Phase2(Section):
     weight_decay: NonNegativeNumber | None = None  # null: phase1.weight_decay
     epochs: PositiveInt = 5  # epochs each worker trains
     schedule: Literal["cosine", "constant"] = "cosine"  # LR over a worker's epochs
+    max_retries: NonNegativeInt = 2  # reruns of a worker whose process or node died (resumes)
+    min_workers: PositiveInt = 1  # phase 3 needs at least this many finished workers
+
+    @field_validator("min_workers")
+    @classmethod
+    def _at_most_workers(cls, value: int, info: ValidationInfo) -> int:
+        workers = info.data.get("workers")
+        if workers is not None and value > workers:
+            raise ValueError(f"must be at most phase2.workers ({workers})")
+        return value
 
 
 class Phase3(Section):
@@ -135,10 +222,41 @@ class Phase3(Section):
 class Resources(Section):
     use_gpu: StrictBool = False  # one GPU per worker; DDP over NCCL instead of gloo
     cpus_per_worker: PositiveNumber = 1  # Ray CPUs per worker, in every phase (fractions allowed)
+    gpus_per_worker: PositiveNumber = 1  # Ray GPUs per worker when use_gpu (fractions allowed)
+    custom: dict[
+        StrictStr, NonNegativeNumber
+    ] = {}  # other Ray resources per worker: {name: amount}
+    # How phase-1 ranks are placed (a Ray placement-group strategy): PACK keeps DDP traffic local.
+    phase1_placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    # How phase-2 workers are scheduled: SPREAD puts them on as many nodes as it can, so one
+    # node lost costs the fewest workers; DEFAULT lets Ray pack them.
+    phase2_scheduling: Literal["SPREAD", "DEFAULT"] = "SPREAD"
+    # Autocast dtype of forward passes: none (float32), bf16, or fp16 (GPU only; adds loss
+    # scaling). Training, evaluation and the BN refresh all run under it.
+    amp: Literal["none", "bf16", "fp16"] = "none"
+
+    @field_validator("amp")
+    @classmethod
+    def _fp16_on_gpu(cls, value: str, info: ValidationInfo) -> str:
+        if value == "fp16" and info.data.get("use_gpu") is False:
+            raise ValueError("fp16 needs resources.use_gpu: true (on CPU use bf16 or none)")
+        return value
 
 
 class Output(Section):
-    dir: StrictStr = "runs"  # runs land in <dir>/<name>/<run-id>/
+    # Runs land in <dir>/<name>/<run-id>/. A local path, a shared file system path, or a URI
+    # that pyarrow.fs understands (s3://, gs://, ...). On a multi-node cluster it must be
+    # storage every node reaches: workers write their checkpoints there, not to the driver.
+    dir: StrictStr = "runs"
+
+
+class RuntimeEnv(Section):
+    """Ray runtime environment for `swap submit` (see Ray's RuntimeEnv); swap adds its own."""
+
+    pip: list[StrictStr] | None = None  # packages to install for the job, e.g. ["swap==0.1.0"]
+    env_vars: dict[StrictStr, StrictStr] = {}  # environment variables for every process
+    working_dir: StrictStr | None = None  # a local folder (uploaded) or a remote URI
+    py_modules: list[StrictStr] | None = None  # local module folders or URIs to ship
 
 
 class Spec(Section):
@@ -151,6 +269,18 @@ class Spec(Section):
     phase3: Phase3 = Phase3()
     resources: Resources = Resources()
     output: Output = Output()
+    runtime_env: RuntimeEnv = RuntimeEnv()
+
+    @field_validator("model")
+    @classmethod
+    def _model_fits_data(cls, value: Model, info: ValidationInfo) -> Model:
+        from swap.models import channel_mismatch
+
+        data = info.data.get("data")
+        problem = data is not None and channel_mismatch(value.arch, data.dataset)
+        if problem:
+            raise PydanticCustomError("cross_field", problem)
+        return value
 
     @field_validator("name")
     @classmethod
@@ -185,6 +315,13 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         text = Path(path).read_text()
     except OSError as exc:
         raise SpecError([f"{source}: cannot read the spec: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise SpecError([f"{source}: cannot read the spec: not UTF-8 text"]) from None
+    return parse_spec(text, source, overrides)
+
+
+def parse_spec(text: str, source: str, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Validate spec YAML `text`; `source` names it in error messages."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -249,6 +386,8 @@ def _describe(source: str, error: dict[str, Any]) -> str:
         return f"{source}: {field}: required field is missing"
     if kind == "extra_forbidden":
         return f"{source}: {field}: unknown field (got {error['input']!r})"
+    if kind == "cross_field":  # the input is a whole section: the message says what is wrong
+        return f"{source}: {field}: {error['msg']}"
     message = error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
     if kind == "model_type" or kind == "model_attributes_type":
         message = "must be a section (a mapping of fields)"

@@ -5,13 +5,55 @@ Run: imported by swap.phase1, swap.phase2 and swap.phase3.
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from swap.errors import DivergenceError
+
+if TYPE_CHECKING:
+    from swap.spec import Spec
+
+SCHEDULER_FIRST = "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
+AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How forward passes run: under autocast to `autocast_dtype` (None: float32), with the loss
+    scaled by `scaler` (fp16, whose gradients would underflow), on NHWC inputs if
+    `channels_last`. The scaler holds state: one Precision per training run."""
+
+    autocast_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    channels_last: bool = False
+
+    def to_input(self, inputs: Tensor, device: torch.device) -> Tensor:
+        """`inputs` on `device`, in the memory format the model's weights use."""
+        if self.channels_last and inputs.dim() == 4:
+            return inputs.to(device, non_blocking=True, memory_format=torch.channels_last)
+        return inputs.to(device, non_blocking=True)
+
+
+FLOAT32 = Precision()
+
+
+def precision_for(spec: Spec, device: torch.device) -> Precision:
+    """The spec's `resources.amp` and `model.channels_last`, for a run on `device`."""
+    dtype = AUTOCAST_DTYPES[spec.resources.amp]
+    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
+    return Precision(dtype, scaler, spec.model.channels_last)
+
+
+def to_memory_format(model: nn.Module, precision: Precision) -> nn.Module:
+    """The model with its 4-D weights in NHWC when `precision.channels_last` (before DDP)."""
+    return model.to(memory_format=torch.channels_last) if precision.channels_last else model
 
 
 @dataclass
@@ -21,6 +63,7 @@ class EpochStats:
     loss_sum: float = 0.0
     correct: int = 0
     count: int = 0
+    nonfinite_step: int | None = None  # the first step (1-based) whose loss was NaN or infinite
 
     @property
     def loss(self) -> float:
@@ -49,28 +92,52 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
+    precision: Precision = FLOAT32,
+    stop_on_nonfinite: bool = False,
 ) -> EpochStats:
-    """One pass of SGD over `batches`, stepping the LR scheduler after every optimizer step."""
+    """One pass of SGD over `batches`, stepping the LR scheduler after every optimizer step.
+
+    With a loss scaler, a step whose gradients overflowed is skipped (and the scale lowered);
+    the schedule still advances, as it counts steps taken over the data. A NaN or infinite loss
+    is recorded in `nonfinite_step`; with `stop_on_nonfinite` it raises DivergenceError at once
+    (a DDP rank must not: the other ranks would wait for it forever).
+    """
     model.train()
     stats = EpochStats()
-    for batch in batches:
-        logits, targets, loss = _forward(model, batch, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        _accumulate(stats, logits, targets, loss)
+    scaler = precision.scaler
+    with warnings.catch_warnings():
+        # A skipped first step makes the scheduler warn that it stepped before the optimizer.
+        warnings.filterwarnings("ignore", re.escape(SCHEDULER_FIRST), UserWarning)
+        for step, batch in enumerate(batches, start=1):
+            logits, targets, loss = _forward(model, batch, device, precision)
+            if stats.nonfinite_step is None and not torch.isfinite(loss):
+                stats.nonfinite_step = step
+                if stop_on_nonfinite:
+                    raise DivergenceError(f"non-finite loss ({loss.item()}) at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            scheduler.step()
+            _accumulate(stats, logits, targets, loss)
     return stats
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], device: torch.device
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    device: torch.device,
+    precision: Precision = FLOAT32,
 ) -> EpochStats:
     model.eval()
     stats = EpochStats()
     for batch in batches:
-        _accumulate(stats, *_forward(model, batch, device))
+        _accumulate(stats, *_forward(model, batch, device, precision))
     return stats
 
 
@@ -95,13 +162,16 @@ def progress_line(who: str, record: dict[str, Any], epochs: int) -> str:
 
 
 def _forward(
-    model: nn.Module, batch: tuple[Tensor, Tensor], device: torch.device
+    model: nn.Module, batch: tuple[Tensor, Tensor], device: torch.device, precision: Precision
 ) -> tuple[Tensor, Tensor, Tensor]:
     inputs, targets = batch
-    inputs = inputs.to(device, non_blocking=True)
+    inputs = precision.to_input(inputs, device)
     targets = targets.to(device, non_blocking=True)
-    logits = model(inputs)
-    return logits, targets, F.cross_entropy(logits, targets)
+    dtype = precision.autocast_dtype
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        logits = model(inputs)
+    # The loss in float32: a low-precision log-softmax loses the small probabilities.
+    return logits, targets, F.cross_entropy(logits.float(), targets)
 
 
 def _accumulate(stats: EpochStats, logits: Tensor, targets: Tensor, loss: Tensor) -> None:

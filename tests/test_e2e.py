@@ -15,7 +15,8 @@ from rich.console import Console
 
 import swap
 from swap.checkpoints import MODEL_FILE, new_run_dir
-from swap.job import run_job, run_phase1
+from swap.job import run_job
+from swap.launch import run_phase1
 
 from .conftest import tiny_spec
 

@@ -27,4 +27,4 @@ def test_worker_is_a_function_of_its_seed(tmp_path):
     assert torch.equal(weights[0]["0.weight"], weights[1]["0.weight"])  # same seed, same model
     assert not torch.equal(weights[0]["0.weight"], weights[2]["0.weight"])
     assert not torch.equal(weights[0]["0.weight"], start["0.weight"])
-    assert runs[0]["history"][0]["samples"] == len(swap.data.load_splits("digits").train)
+    assert runs[0]["history"][0]["samples"] == len(swap.data.load_splits(spec.data).train)

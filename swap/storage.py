@@ -1,0 +1,98 @@
+"""Run storage: local paths, shared file systems and URIs (s3://, gs://, ...) via pyarrow.fs.
+
+Run: python -c "from swap.storage import join; print(join('s3://bucket/runs', 'a', 'b'))"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from swap.errors import SwapError
+
+Location = str | os.PathLike  # a local path, or a URI such as s3://bucket/runs
+
+
+def is_uri(location: Location) -> bool:
+    return "://" in os.fspath(location)
+
+
+def absolute(location: Location) -> str:
+    """A location every process can use: a URI as it is, a local path made absolute."""
+    location = os.fspath(location)
+    return location if is_uri(location) else str(Path(location).expanduser().resolve())
+
+
+def resolve(location: Location) -> tuple[pafs.FileSystem, str]:
+    """The file system holding `location`, and the path inside it."""
+    location = os.fspath(location)
+    if not is_uri(location):
+        return pafs.LocalFileSystem(), absolute(location)
+    try:
+        return pafs.FileSystem.from_uri(location)
+    except (pafs.ArrowInvalid, OSError, ValueError) as exc:  # unknown scheme, no credentials
+        raise SwapError(f"{location}: storage not reachable ({exc})") from None
+
+
+def join(location: Location, *parts: str) -> str:
+    return "/".join([os.fspath(location).rstrip("/"), *parts])
+
+
+def exists(location: Location) -> bool:
+    fs, path = resolve(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def make_dir(location: Location) -> None:
+    fs, path = resolve(location)
+    fs.create_dir(path, recursive=True)
+
+
+def write_bytes(location: Location, data: bytes) -> str:
+    """Write under a temporary name beside `location`, then rename it into place: a reader
+    sees the old file or the whole new one, never half of it. Returns the data's SHA-256."""
+    fs, path = resolve(location)
+    parent, _, name = path.rpartition("/")
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.{name}.{secrets.token_hex(4)}.tmp"
+    try:
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        fs.move(tmp, path)
+    except BaseException:
+        if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+            fs.delete_file(tmp)
+        raise
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256(location: Location, chunk: int = 1 << 22) -> str:
+    """The SHA-256 of a file, read in 4 MiB chunks."""
+    fs, path = resolve(location)
+    digest = hashlib.sha256()
+    try:
+        with fs.open_input_stream(path) as stream:
+            while block := stream.read(chunk):
+                digest.update(block)
+    except FileNotFoundError:
+        raise SwapError(f"{location}: not found") from None
+    return digest.hexdigest()
+
+
+def delete(location: Location) -> None:
+    fs, path = resolve(location)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_file(path)
+
+
+def read_bytes(location: Location) -> bytes:
+    fs, path = resolve(location)
+    try:
+        with fs.open_input_stream(path) as stream:
+            return stream.readall()
+    except FileNotFoundError:
+        raise SwapError(f"{location}: not found") from None
