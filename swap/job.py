@@ -35,6 +35,11 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
     earlier_seconds = results.get("total_seconds", 0.0)
     console.print(f"[bold]swap[/] {spec.name}: run directory {run_dir}", soft_wrap=True)
     labels = metrics.Labels(results["run_id"], spec.name)
+
+    def save_progress() -> None:
+        results["total_seconds"] = earlier_seconds + time.perf_counter() - started
+        save(run_dir, results)
+
     try:
         connect_ray()
         console.print(metrics.scrape_hint(labels), soft_wrap=True)
@@ -45,12 +50,12 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
             checkpoint = phase1_checkpoint(results["phase1"])
         else:
             results["phase1"], checkpoint = run_phase1(spec, run_dir)
-        save(run_dir, results)
+        save_progress()
         console.rule("phase 2: independent small-batch workers")
         if "phase2" not in results:
             sha = results["phase1"]["sha256"]
             results["phase2"] = run_phase2(spec, run_dir, checkpoint, sha, console)
-        save(run_dir, results)
+        save_progress()
         console.rule("phase 3: average, refresh BatchNorm, evaluate")
         results["phase3"] = run_phase3(spec, run_dir, results["phase2"]["workers"])
         mark_dropped(results["phase2"]["workers"], results["phase3"]["dropped"])
@@ -62,8 +67,7 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
         results["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         raise
     finally:
-        results["total_seconds"] = earlier_seconds + time.perf_counter() - started
-        save(run_dir, results)
+        save_progress()
     print_summary(results, console)
     return results
 

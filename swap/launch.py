@@ -172,6 +172,11 @@ def run_phase3(spec: Spec, run_dir: str, workers: list[dict[str, Any]]) -> dict[
     finished = {
         w["index"]: (w["checkpoint"], w["sha256"]) for w in workers if w["status"] == "finished"
     }
+    if len(finished) < spec.phase2.min_workers:
+        raise JobFailed(
+            f"phase 2: {len(finished)} of {spec.phase2.workers} workers finished; "
+            f"phase2.min_workers is {spec.phase2.min_workers}"
+        )
     labels = metrics.Labels.of_run(spec.name, run_dir)
     metrics.set_phase(labels, 3)
     task = ray.remote(phase3_coordinator).options(**task_options(spec))
