@@ -124,7 +124,12 @@ def ray_head(num_cpus: float = 2, resources: str | None = None) -> Iterator[Head
     extra: list[subprocess.Popen] = []
     try:
         wait_for_jobs_api(head, process)
-        head.add_node = lambda **kw: extra.append(add_node(head, **kw))  # type: ignore[attr-defined]
+
+        def join_node(**kw) -> subprocess.Popen:
+            extra.append(add_node(head, **kw))
+            return extra[-1]
+
+        head.add_node = join_node  # type: ignore[attr-defined]
         yield head
     finally:
         for node in extra:

@@ -11,13 +11,16 @@ import time
 from swap import storage
 
 from .conftest import REPO
-from .ray_cluster import BIN, ray_head
+from .ray_cluster import BIN, ray_head, stop
 
 
-def wait_for_nodes(gcs_address: str, count: int, env: dict[str, str]) -> None:
+def wait_for_nodes(gcs_address: str, count: int, env: dict[str, str]) -> dict[str, str]:
+    """Poll until `count` nodes are alive; return {node id: its custom resource name or ""}."""
     script = (
-        "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
-        "print(len([n for n in ray.nodes() if n['Alive']]))"
+        "import json, ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+        "nodes = [n for n in ray.nodes() if n['Alive']]; "
+        "print(json.dumps({n['NodeID']: ''.join(k for k in n['Resources'] if k.startswith('tag_'))"
+        " for n in nodes}))"
     )
     deadline = time.monotonic() + 60
     while True:
@@ -25,9 +28,10 @@ def wait_for_nodes(gcs_address: str, count: int, env: dict[str, str]) -> None:
             [str(BIN / "python"), "-c", script, gcs_address], capture_output=True, text=True,
             env=env,
         )  # fmt: skip
-        if out.stdout.strip() == str(count) or time.monotonic() > deadline:
-            assert out.stdout.strip() == str(count), out.stderr[-2000:]
-            return
+        nodes = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
+        if len(nodes) == count:
+            return nodes
+        assert time.monotonic() < deadline, out.stderr[-2000:]
         time.sleep(1)
 
 
@@ -55,3 +59,54 @@ def test_phase2_spreads_over_two_nodes_and_writes_to_shared_storage(tmp_path):
     for w in results["phase2"]["workers"]:
         assert w["checkpoint"].startswith(shared) and storage.exists(w["checkpoint"])
     assert storage.exists(results["phase1"]["checkpoint"])
+
+
+def test_losing_a_node_in_phase2_costs_only_a_rerun(tmp_path):
+    """SIGKILL the second node's raylet (and its workers) while its phase-2 workers train: they
+    are rerun on the head from their last epoch, and the job finishes."""
+    shared = tmp_path / "shared"
+    with ray_head(num_cpus=1) as head:
+        node = head.add_node(num_cpus=1, resources='{"tag_doomed": 1}')
+        env = {**head.env, "RAY_ADDRESS": head.gcs_address}
+        nodes = wait_for_nodes(head.gcs_address, 2, env)
+        [doomed] = [node_id for node_id, tag in nodes.items() if tag == "tag_doomed"]
+        log = tmp_path / "driver.log"
+        with log.open("w") as out:
+            driver = subprocess.Popen(
+                [str(BIN / "swap"), "run", str(REPO / "configs" / "quickstart.yaml"),
+                 "phase1.max_epochs=2", "phase2.workers=2", "phase2.epochs=10",
+                 "phase2.batch_size=4", "resources.cpus_per_worker=0.5",
+                 f"output.dir={shared}"],
+                stdout=out, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        victims = wait_for_worker_on(shared, doomed, driver)
+        stop(node)  # the whole node: raylet and its worker processes
+        driver.wait(timeout=300)
+    assert driver.returncode == 0, log.read_text()[-3000:]
+    [results_file] = shared.glob("*/*/results.json")
+    workers = json.loads(results_file.read_text())["phase2"]["workers"]
+    for index in victims:
+        assert workers[index]["status"] == "finished"
+        assert workers[index]["attempts"] == 2
+        assert workers[index]["node_id"] != doomed
+        assert workers[index]["resumed_from_epoch"] >= 1
+
+
+def wait_for_worker_on(shared, node_id: str, driver: subprocess.Popen) -> list[int]:
+    """Poll until a phase-2 worker on `node_id` has committed an epoch; return those workers."""
+    deadline = time.monotonic() + 240
+    while True:
+        assert driver.poll() is None, "the job ended before phase 2 reached the node"
+        assert time.monotonic() < deadline, "no phase-2 worker committed an epoch on the node"
+        victims = []
+        for directory in shared.glob("*/*/phase2/worker-*"):
+            try:
+                attempts = json.loads((directory / "attempts.json").read_text())
+                progress = json.loads((directory / "progress.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if attempts["node_id"] == node_id and progress["epoch"] >= 1:
+                victims.append(int(directory.name.removeprefix("worker-")))
+        if victims:
+            return victims
+        time.sleep(0.05)
