@@ -117,21 +117,29 @@ def read_progress_pointer(directory: str) -> dict[str, Any] | None:
     return json.loads(storage.read_bytes(location))
 
 
-def record_attempt(directory: str, **where: Any) -> int:
-    """Count one more run of a phase-2 worker, with where it runs (pid, node); return the count.
+def record_attempt(directory: str, pid: int, node_id: str) -> dict[str, Any]:
+    """Count one more run of a phase-2 worker, with where it runs now (pid, node) and the nodes
+    of every run so far; return that record.
 
     Runs of one worker never overlap (Ray reruns a task only after it failed), so a plain
     read-then-write is safe here.
     """
-    location = storage.join(directory, ATTEMPTS)
-    attempts = read_json(location)["attempts"] + 1 if storage.exists(location) else 1
-    write_json(location, {"attempts": attempts, **where})
-    return attempts
+    before = attempts_record(directory)
+    record = {
+        "attempts": before["attempts"] + 1,
+        "pid": pid,
+        "node_id": node_id,
+        "nodes": [*before["nodes"], node_id],
+    }
+    write_json(storage.join(directory, ATTEMPTS), record)
+    return record
 
 
-def attempts_of(directory: str) -> int:
+def attempts_record(directory: str) -> dict[str, Any]:
     location = storage.join(directory, ATTEMPTS)
-    return read_json(location)["attempts"] if storage.exists(location) else 0
+    if not storage.exists(location):
+        return {"attempts": 0, "nodes": []}
+    return read_json(location)
 
 
 def read_json(location: str) -> Any:

@@ -23,7 +23,14 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from rich.console import Console
 
 from swap import metrics, storage
-from swap.checkpoints import RESULT, attempts_of, phase2_dir, read_json, record_attempt, write_json
+from swap.checkpoints import (
+    RESULT,
+    attempts_record,
+    phase2_dir,
+    read_json,
+    record_attempt,
+    write_json,
+)
 from swap.errors import JobFailed
 from swap.phase1 import phase1_worker
 from swap.phase2 import phase2_worker, worker_seed
@@ -140,7 +147,7 @@ def failed_worker(spec: Spec, run_dir: str, index: int, exc: Exception) -> dict[
         "index": index,
         "seed": worker_seed(spec, index),
         "status": "failed",
-        "attempts": attempts_of(phase2_dir(run_dir, index)),
+        **{k: v for k, v in attempts_record(phase2_dir(run_dir, index)).items() if k != "pid"},
         "error": lines[-1] if lines else type(exc).__name__,
     }
 
@@ -153,7 +160,7 @@ def phase2_task(
     resolved = Spec.model_validate(spec)
     directory = phase2_dir(run_dir, index)
     node_id = ray.get_runtime_context().get_node_id()
-    attempts = record_attempt(directory, pid=os.getpid(), node_id=node_id)
+    attempt = record_attempt(directory, pid=os.getpid(), node_id=node_id)
     labels = metrics.Labels.of_run(resolved.name, run_dir).at(2, index)
     with checkpoint.as_directory() as phase1_dir:
         result = phase2_worker(
@@ -161,7 +168,10 @@ def phase2_task(
             phase1_sha256=phase1_sha256,
         )  # fmt: skip
     result.update(
-        node_id=node_id, attempts=attempts, samples_per_second=throughput(result["history"])
+        node_id=node_id,
+        attempts=attempt["attempts"],
+        nodes=attempt["nodes"],  # one per run: where it ran before a node was lost, too
+        samples_per_second=throughput(result["history"]),
     )
     write_json(join(directory, RESULT), result)
     return result
