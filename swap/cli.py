@@ -92,6 +92,10 @@ def parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the cluster's jobs")
     _address_argument(listing)
     listing.set_defaults(command=list_command)
+
+    report = commands.add_parser("report", help="print a run's results and write its plots")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (it has results.json)")
+    report.set_defaults(command=report_command)
     return top
 
 
@@ -201,12 +205,24 @@ def list_command(args: argparse.Namespace) -> int:
     from swap import jobs
 
     # Plain columns, not a boxed table: this output gets piped to grep and awk.
+    listed = jobs.list_jobs(args.address)  # before the header: an error prints alone
     print(f"{'SUBMISSION ID':<30} {'STATUS':<10} {'STARTED':<19}  NAME / ENTRYPOINT")
-    for job in jobs.list_jobs(args.address):
+    for job in listed:
         name = (job.metadata or {}).get("swap_name") or job.entrypoint
         job_id = job.submission_id or job.job_id or "-"
         started = _time(job.start_time) or "-"
         print(f"{job_id:<30} {job.status.value:<10} {started:<19}  {name}")
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from swap.report import load_results, write_report
+    from swap.results import print_summary
+
+    results = load_results(args.run_dir)
+    console = Console()
+    print_summary(results, console)
+    write_report(results, args.run_dir, console)  # where the run is now, moved or not
     return 0
 
 

@@ -16,6 +16,7 @@ from swap.cluster import connect_ray
 from swap.data import prepare_data
 from swap.errors import SpecError, SwapError
 from swap.launch import phase1_checkpoint, run_phase1, run_phase2, run_phase3
+from swap.report import write_report
 from swap.results import print_summary, versions
 from swap.spec import Spec, parse_spec
 from swap.storage import join
@@ -69,6 +70,7 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
     finally:
         save_progress()
     print_summary(results, console)
+    write_report(results, run_dir, console)
     return results
 
 

@@ -6,6 +6,7 @@ Run: imported by swap.phase1, swap.phase2 and swap.phase3.
 from __future__ import annotations
 
 import re
+import time
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -142,7 +143,11 @@ def evaluate(
 
 
 def epoch_record(epoch: int, stats: EpochStats, lr: float, seconds: float) -> dict[str, Any]:
-    """One epoch of training as results.json keeps it (`lr` is the epoch's starting LR)."""
+    """One epoch of training as results.json keeps it (`lr` is the epoch's starting LR).
+
+    Built as the epoch ends: `ended_at` (Unix seconds) places it on the job's timeline, so
+    start-up and phase transitions can be measured across processes.
+    """
     return {
         "epoch": epoch,
         "train_loss": stats.loss,
@@ -150,6 +155,7 @@ def epoch_record(epoch: int, stats: EpochStats, lr: float, seconds: float) -> di
         "lr": lr,
         "seconds": seconds,
         "samples": stats.count,
+        "ended_at": time.time(),
     }
 
 

@@ -26,7 +26,7 @@ def test_mean_of_hand_made_tensors():
     assert mean["n"].item() == 5 and mean["n"].dtype == torch.int64
 
 
-def test_keeps_each_dtype_and_accumulates_in_float64():
+def test_keeps_each_dtype_and_accumulates_wider_than_float16():
     # In float16, 2048 + 1 rounds back to 2048; a float16 accumulator would lose the 1s.
     states = [{"h": torch.tensor([2048.0], dtype=torch.float16)}] + [
         {"h": torch.tensor([2049.0 + 2 * i], dtype=torch.float32).half()} for i in range(3)

@@ -68,6 +68,15 @@ def test_run_directory_layout(finished):
     assert not list(run_dir.rglob("*.tmp"))  # no half-written files left behind
 
 
+def test_run_ends_with_its_report_plots(finished):
+    _, results, out = finished
+    run_dir = Path(results["run_dir"])
+    for name in ("training.png", "accuracy.png"):
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert str(run_dir / name) in out.replace("\n", "")
+    assert all(h["ended_at"] > 0 for h in results["phase1"]["history"])  # the job's timeline
+
+
 def test_workers_fork_and_diverge_from_phase1(finished):
     _, results, _ = finished
     phase1 = load(Path(results["phase1"]["checkpoint"]) / MODEL_FILE)

@@ -1,0 +1,80 @@
+"""What every benchmark here records: the machine and its load, summary statistics, the JSON file.
+
+Run: imported by bench/swap_vs_baselines.py, bench/overhead.py and bench/averaging.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """Cores, CPU model, memory, versions, and the load average when the benchmark ran."""
+    from swap.results import versions
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_gib": round(memory, 1),
+        **versions(),  # python, torch, ray, swap
+        "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def describe_machine(info: dict[str, Any]) -> str:
+    load = ", ".join(f"{x:.1f}" for x in info["load_average_1_5_15min"])
+    return (
+        f"machine: {info['cores']} cores ({info['cpu_model']}), {info['memory_gib']} GiB; "
+        f"torch {info['torch']}, ray {info['ray']}, python {info['python']}; "
+        f"load average (1, 5, 15 min) at start: {load}"
+    )
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """n, mean, sample standard deviation (0 for one value), median, min, max."""
+    values = list(values)
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def mean_std(stats: dict[str, float], scale: float = 1.0, digits: int = 2) -> str:
+    return f"{stats['mean'] * scale:.{digits}f} ± {stats['std'] * scale:.{digits}f}"
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.executable).name, *sys.argv])
+
+
+def write_results(path: Path, host: dict[str, Any], **results: Any) -> None:
+    """The JSON a benchmark leaves: its command, the machine, the load at the end, `results`."""
+    end = {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+    payload = {"command": command_line(), "machine": host, **end, **results}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"wrote {path}")

@@ -1,0 +1,157 @@
+"""A run's plots, drawn from its results.json alone: training curves and test accuracy per model.
+
+Run: swap report RUN_DIR   (`swap run` writes the same PNGs at the end of every run)
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+from swap import storage
+from swap.checkpoints import read_json
+from swap.storage import join
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+TRAINING_PLOT = "training.png"  # loss and accuracy per epoch, phase 1 then each phase-2 worker
+ACCURACY_PLOT = "accuracy.png"  # test accuracy: phase 1, each worker, the average
+PHASE1_COLOR, AVERAGE_COLOR = "dimgray", "black"  # workers: matplotlib's C0, C1, ...
+
+
+def load_results(run_dir: str) -> dict[str, Any]:
+    location = join(storage.absolute(run_dir), "results.json")
+    if not storage.exists(location):
+        from swap.errors import SwapError
+
+        raise SwapError(f"{run_dir}: not a run directory (it has no results.json)")
+    return read_json(location)
+
+
+def write_report(
+    results: dict[str, Any], run_dir: str, console: Console | None = None
+) -> list[str]:
+    """Draw the run's plots and write them into `run_dir` (local or a storage URI); say where
+    on `console`. Returns their locations."""
+    written = []
+    for name, draw in ((TRAINING_PLOT, training_figure), (ACCURACY_PLOT, accuracy_figure)):
+        figure = draw(results)
+        if figure is None:
+            continue
+        location = join(storage.absolute(run_dir), name)
+        storage.write_bytes(location, png_bytes(figure))
+        written.append(location)
+    if console is not None and written:
+        console.print(f"plots: {', '.join(written)}", soft_wrap=True)
+    return written
+
+
+def png_bytes(figure: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend: no display is ever needed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def worker_color(index: int) -> str:
+    """The same color for a worker in every plot (matplotlib's ten-color cycle)."""
+    return f"C{index % 10}"
+
+
+def training_figure(results: dict[str, Any]) -> Any | None:
+    """Training loss and accuracy per epoch: phase 1, then every phase-2 worker continuing from
+    phase 1's last epoch. Each model's test value is a marker at its last epoch; the averaged
+    (SWAP) model is a star at the end of phase 2. None when no epoch was recorded."""
+    p1 = results.get("phase1") or {}
+    workers = [w for w in (results.get("phase2") or {}).get("workers", []) if w.get("history")]
+    if not p1.get("history") and not workers:
+        return None
+    plt = pyplot()
+    figure, (loss_axes, acc_axes) = plt.subplots(1, 2, figsize=(11, 4.2))
+    offset = len(p1.get("history", []))
+    curves = [("phase 1", p1, 0, PHASE1_COLOR)] if p1.get("history") else []
+    for w in workers:
+        curves.append((f"worker {w['index']}", w, offset, worker_color(w["index"])))
+    last_epoch = offset
+    for label, section, start, color in curves:
+        epochs = [start + h["epoch"] for h in section["history"]]
+        last_epoch = max(last_epoch, epochs[-1])
+        loss = [h["train_loss"] for h in section["history"]]
+        accuracy = [100 * h["train_accuracy"] for h in section["history"]]
+        loss_axes.plot(epochs, loss, color=color, label=label)
+        acc_axes.plot(epochs, accuracy, color=color, label=label)
+        if section.get("test_accuracy") is not None:
+            loss_axes.plot(epochs[-1], section["test_loss"], "o", color=color, mfc="none")
+            acc_axes.plot(epochs[-1], 100 * section["test_accuracy"], "o", color=color, mfc="none")
+    p3 = results.get("phase3")
+    if p3:
+        n = len(p3["averaged_workers"])
+        star = {"marker": "*", "color": AVERAGE_COLOR, "markersize": 15, "linestyle": "none"}
+        loss_axes.plot(last_epoch, p3["test_loss"], label=f"average of {n} (test)", **star)
+        acc_axes.plot(last_epoch, 100 * p3["test_accuracy"], label=f"average of {n} (test)", **star)
+    if offset and workers:
+        for axes in (loss_axes, acc_axes):
+            axes.axvline(offset + 0.5, color="grey", linestyle=":", linewidth=1)
+    loss_axes.set(xlabel="epoch", ylabel="loss", title="training loss (lines), test loss (o)")
+    loss_axes.set_yscale("log")
+    acc_axes.set(xlabel="epoch", ylabel="accuracy (%)", title="training accuracy, test (o)")
+    for axes in (loss_axes, acc_axes):
+        axes.grid(alpha=0.3)
+    acc_axes.legend(fontsize="small", loc="lower right")
+    figure.suptitle(f"swap · {results['name']} · run {results['run_id']}")
+    figure.tight_layout()
+    return figure
+
+
+def accuracy_bars(results: dict[str, Any]) -> list[tuple[str, float, str]]:
+    """(label, test accuracy, color) per model that has one, in the results table's order."""
+    bars = []
+    p1 = results.get("phase1")
+    if p1 and p1.get("test_accuracy") is not None:
+        bars.append(("phase 1", p1["test_accuracy"], PHASE1_COLOR))
+    for w in (results.get("phase2") or {}).get("workers", []):
+        if w.get("status") == "finished":
+            bars.append((f"worker {w['index']}", w["test_accuracy"], worker_color(w["index"])))
+    p3 = results.get("phase3")
+    if p3:
+        if p3.get("test_accuracy_before_bn") is not None:
+            bars.append(("average\nbefore BN", p3["test_accuracy_before_bn"], "darkgray"))
+        bars.append(("average\n(SWAP)", p3["test_accuracy"], AVERAGE_COLOR))
+    return bars
+
+
+def accuracy_figure(results: dict[str, Any]) -> Any | None:
+    """Test accuracy as bars: phase 1, each finished worker, the average before and after the
+    BN refresh. None when no model was evaluated."""
+    bars = accuracy_bars(results)
+    if not bars:
+        return None
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(max(5.0, 1.0 + 0.9 * len(bars)), 4.2))
+    labels, values, colors = zip(*bars, strict=True)
+    percent = [100 * v for v in values]
+    drawn = axes.bar(range(len(bars)), percent, color=colors)
+    axes.bar_label(drawn, labels=[f"{p:.2f}" for p in percent], fontsize="small")
+    axes.set_xticks(range(len(bars)), labels, fontsize="small")
+    # Zoom on the differences: they are what the plot is for, and often under a point.
+    low, high = min(percent), max(percent)
+    bottom = max(0.0, low - max(2.0, (100 - low) * 0.5))
+    axes.set_ylim(bottom, high + 0.12 * (high - bottom))  # headroom for the labels
+    axes.set(ylabel="test accuracy (%)", title="test accuracy: workers vs their average")
+    axes.grid(axis="y", alpha=0.3)
+    figure.suptitle(f"swap · {results['name']} · run {results['run_id']}")
+    figure.tight_layout()
+    return figure
