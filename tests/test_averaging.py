@@ -26,7 +26,7 @@ def test_mean_of_hand_made_tensors():
     assert mean["n"].item() == 5 and mean["n"].dtype == torch.int64
 
 
-def test_keeps_each_dtype_and_accumulates_wider_than_float16():
+def test_keeps_each_dtype_and_accumulates_in_float64():
     # In float16, 2048 + 1 rounds back to 2048; a float16 accumulator would lose the 1s.
     states = [{"h": torch.tensor([2048.0], dtype=torch.float16)}] + [
         {"h": torch.tensor([2049.0 + 2 * i], dtype=torch.float32).half()} for i in range(3)
@@ -35,6 +35,15 @@ def test_keeps_each_dtype_and_accumulates_wider_than_float16():
     exact = (2048 + 2048 + 2052 + 2052) / 4  # the float16 inputs as stored
     assert mean["h"].dtype == torch.float16
     assert mean["h"].item() == pytest.approx(exact, abs=2)  # float16 spacing at 2048 is 2
+
+
+def test_float32_weights_get_the_correctly_rounded_mean():
+    # A float64 running mean, cast once, is the exact mean rounded to float32; a float32
+    # running mean rounds at every step and misses it on many of these 10,000 elements.
+    generator = torch.Generator().manual_seed(0)
+    states = [{"w": 1 + torch.rand(10_000, generator=generator)} for _ in range(7)]
+    exact = torch.stack([s["w"].double() for s in states]).mean(0).float()
+    assert torch.equal(average_state_dicts(states)["w"], exact)
 
 
 def model(seed: int) -> nn.Module:
