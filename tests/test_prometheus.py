@@ -229,11 +229,13 @@ def test_every_metric_reaches_prometheus_with_its_labels(scraped_job):
 def test_values_match_the_run(scraped_job):
     results, _, url = scraped_job
     job = f'job="{results["run_id"]}"'
-    # Every sample of the phase, in time order: it only moves forward, and ends done. (Phase 3
-    # may take less than one export interval, so it need not be among them.)
+    # Every sample of the phase, in time order: it only moves forward, and ends done. Ray
+    # exports every 10 s, so a short phase (and on a loaded machine even phase 1) may fall
+    # between two exports; at least one running phase must be seen.
     [phase] = query(url, f"swap_phase{{{job}}}[10m]")
     values = [float(v) for _, v in phase["values"]]
-    assert values == sorted(values) and {1, 2} <= set(values) <= {0, 1, 2, 3, 4}
+    assert values == sorted(values) and set(values) <= {0, 1, 2, 3, 4}
+    assert set(values) & {1, 2, 3}
     assert values[-1] == metrics.DONE
     [final] = query(url, f"last_over_time(swap_final_test_accuracy{{{job}}}[10m])")
     assert float(final["value"][1]) == pytest.approx(results["phase3"]["test_accuracy"], abs=1e-12)
