@@ -48,22 +48,17 @@ def write_report(
 
 
 def png_bytes(figure: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
     return buffer.getvalue()
 
 
-def pyplot() -> Any:
-    """matplotlib's pyplot on the file-only Agg backend: no display is ever needed."""
-    import matplotlib
+def new_figure(width: float, height: float) -> Any:
+    """A matplotlib Figure outside pyplot: no display, no global backend switched (a notebook
+    that imports swap keeps its own); savefig renders it with Agg."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=(width, height))
 
 
 def worker_color(index: int) -> str:
@@ -79,8 +74,8 @@ def training_figure(results: dict[str, Any]) -> Any | None:
     workers = [w for w in (results.get("phase2") or {}).get("workers", []) if w.get("history")]
     if not p1.get("history") and not workers:
         return None
-    plt = pyplot()
-    figure, (loss_axes, acc_axes) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure = new_figure(11, 4.2)
+    loss_axes, acc_axes = figure.subplots(1, 2)
     offset = len(p1.get("history", []))
     curves = [("phase 1", p1, 0, PHASE1_COLOR)] if p1.get("history") else []
     for w in workers:
@@ -139,8 +134,8 @@ def accuracy_figure(results: dict[str, Any]) -> Any | None:
     bars = accuracy_bars(results)
     if not bars:
         return None
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(max(5.0, 1.0 + 0.9 * len(bars)), 4.2))
+    figure = new_figure(max(5.0, 1.0 + 0.9 * len(bars)), 4.2)
+    axes = figure.subplots()
     labels, values, colors = zip(*bars, strict=True)
     percent = [100 * v for v in values]
     drawn = axes.bar(range(len(bars)), percent, color=colors)
