@@ -5,6 +5,7 @@ Run: imported by swap.phase1, swap.phase2 and swap.phase3.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import warnings
@@ -111,10 +112,11 @@ def train_epoch(
         warnings.filterwarnings("ignore", re.escape(SCHEDULER_FIRST), UserWarning)
         for step, batch in enumerate(batches, start=1):
             logits, targets, loss = _forward(model, batch, device, precision)
-            if stats.nonfinite_step is None and not torch.isfinite(loss):
+            value = loss.item()  # the step's one read of the loss: checked here, summed below
+            if stats.nonfinite_step is None and not math.isfinite(value):
                 stats.nonfinite_step = step
                 if stop_on_nonfinite:
-                    raise DivergenceError(f"non-finite loss ({loss.item()}) at step {step}")
+                    raise DivergenceError(f"non-finite loss ({value}) at step {step}")
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()
@@ -124,7 +126,7 @@ def train_epoch(
                 scaler.step(optimizer)
                 scaler.update()
             scheduler.step()
-            _accumulate(stats, logits, targets, loss)
+            _accumulate(stats, logits, targets, value)
     return stats
 
 
@@ -138,7 +140,8 @@ def evaluate(
     model.eval()
     stats = EpochStats()
     for batch in batches:
-        _accumulate(stats, *_forward(model, batch, device, precision))
+        logits, targets, loss = _forward(model, batch, device, precision)
+        _accumulate(stats, logits, targets, loss.item())
     return stats
 
 
@@ -180,9 +183,8 @@ def _forward(
     return logits, targets, F.cross_entropy(logits.float(), targets)
 
 
-def _accumulate(stats: EpochStats, logits: Tensor, targets: Tensor, loss: Tensor) -> None:
+def _accumulate(stats: EpochStats, logits: Tensor, targets: Tensor, loss: float) -> None:
     n = len(targets)
-    # .item() syncs with the device once per step; cheap next to the step on CPU and small GPUs.
-    stats.loss_sum += loss.item() * n
+    stats.loss_sum += loss * n
     stats.correct += int((logits.argmax(dim=1) == targets).sum().item())
     stats.count += n
