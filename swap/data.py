@@ -12,7 +12,15 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    Subset,
+)
 
 from swap.datasets import custom, digits, files, folder
 from swap.datasets.common import SPLIT_SEED, DatasetInfo, Images, Splits
@@ -148,18 +156,34 @@ def loader(
 
     A private generator (not the global RNG) makes each worker's data order, and its loader
     processes' augmentation draws, a function of its seed alone. Loader processes persist
-    across epochs: they start once per loader, not once per pass.
+    across epochs: they start once per loader, not once per pass. Images held in memory with
+    no per-example transform are fetched a batch at a time, by one tensor index, instead of
+    example by example and then collated.
     """
     generator = None
     if shuffle_seed is not None:
         generator = torch.Generator().manual_seed(shuffle_seed)
+    if sampler is None:
+        sampler = (
+            SequentialSampler(dataset)
+            if generator is None
+            else RandomSampler(dataset, generator=generator)
+        )
+    per_batch = fetches_batches(dataset)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=shuffle_seed is not None,
-        sampler=sampler,
+        batch_size=None if per_batch else batch_size,
+        sampler=BatchSampler(sampler, batch_size, drop_last=False) if per_batch else sampler,
         generator=generator,
         num_workers=settings.workers,
         persistent_workers=settings.workers > 0,
         pin_memory=settings.pin_memory,
     )
+
+
+def fetches_batches(dataset: Dataset) -> bool:
+    """Whether `dataset[list_of_indices]` returns a whole batch: in-memory images without a
+    per-example transform, or a Subset of them."""
+    if isinstance(dataset, Subset):
+        return fetches_batches(dataset.dataset)
+    return isinstance(dataset, Images) and dataset.transform is None

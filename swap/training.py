@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 SCHEDULER_FIRST = "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
 AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+CHECK_EVERY = 32  # steps between looks at the loss, for a worker that stops when it diverges
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,37 @@ class EpochStats:
         return cls(loss_sum, round(correct), round(count))
 
 
+class Tally:
+    """A pass's losses and correct predictions, kept on the device and read back to Python
+    in one transfer per `read` (once per pass, or every CHECK_EVERY steps), not once per step:
+    a GPU never waits on the host between steps. The loss is summed in Python floats, step by
+    step in order, exactly as when each step's loss was read at once."""
+
+    def __init__(self, device: torch.device):
+        self.stats = EpochStats()
+        self.steps = 0  # steps read back into `stats`
+        self.unread: list[tuple[Tensor, int]] = []  # (a step's mean loss, its batch size)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+
+    def add(self, logits: Tensor, targets: Tensor, loss: Tensor) -> None:
+        self.unread.append((loss.detach(), len(targets)))
+        self.correct += (logits.argmax(dim=1) == targets).sum()
+
+    def read(self) -> EpochStats:
+        stats = self.stats
+        if self.unread:
+            losses, sizes = zip(*self.unread, strict=True)
+            self.unread = []
+            for value, size in zip(torch.stack(losses).tolist(), sizes, strict=True):
+                self.steps += 1
+                if stats.nonfinite_step is None and not math.isfinite(value):
+                    stats.nonfinite_step = self.steps
+                stats.loss_sum += value * size
+                stats.count += size
+        stats.correct = int(self.correct.item())
+        return stats
+
+
 def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
@@ -101,22 +133,17 @@ def train_epoch(
 
     With a loss scaler, a step whose gradients overflowed is skipped (and the scale lowered);
     the schedule still advances, as it counts steps taken over the data. A NaN or infinite loss
-    is recorded in `nonfinite_step`; with `stop_on_nonfinite` it raises DivergenceError at once
-    (a DDP rank must not: the other ranks would wait for it forever).
+    is recorded in `nonfinite_step`; with `stop_on_nonfinite` it raises DivergenceError within
+    CHECK_EVERY steps (a DDP rank must not: the other ranks would wait for it forever).
     """
     model.train()
-    stats = EpochStats()
+    tally = Tally(device)
     scaler = precision.scaler
     with warnings.catch_warnings():
         # A skipped first step makes the scheduler warn that it stepped before the optimizer.
         warnings.filterwarnings("ignore", re.escape(SCHEDULER_FIRST), UserWarning)
         for step, batch in enumerate(batches, start=1):
             logits, targets, loss = _forward(model, batch, device, precision)
-            value = loss.item()  # the step's one read of the loss: checked here, summed below
-            if stats.nonfinite_step is None and not math.isfinite(value):
-                stats.nonfinite_step = step
-                if stop_on_nonfinite:
-                    raise DivergenceError(f"non-finite loss ({value}) at step {step}")
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()
@@ -126,7 +153,12 @@ def train_epoch(
                 scaler.step(optimizer)
                 scaler.update()
             scheduler.step()
-            _accumulate(stats, logits, targets, value)
+            tally.add(logits, targets, loss)
+            if stop_on_nonfinite and step % CHECK_EVERY == 0:
+                _stop_if_nonfinite(tally.read())
+    stats = tally.read()
+    if stop_on_nonfinite:
+        _stop_if_nonfinite(stats)
     return stats
 
 
@@ -138,11 +170,10 @@ def evaluate(
     precision: Precision = FLOAT32,
 ) -> EpochStats:
     model.eval()
-    stats = EpochStats()
+    tally = Tally(device)
     for batch in batches:
-        logits, targets, loss = _forward(model, batch, device, precision)
-        _accumulate(stats, logits, targets, loss.item())
-    return stats
+        tally.add(*_forward(model, batch, device, precision))
+    return tally.read()
 
 
 def epoch_record(epoch: int, stats: EpochStats, lr: float, seconds: float) -> dict[str, Any]:
@@ -183,8 +214,6 @@ def _forward(
     return logits, targets, F.cross_entropy(logits.float(), targets)
 
 
-def _accumulate(stats: EpochStats, logits: Tensor, targets: Tensor, loss: float) -> None:
-    n = len(targets)
-    stats.loss_sum += loss * n
-    stats.correct += int((logits.argmax(dim=1) == targets).sum().item())
-    stats.count += n
+def _stop_if_nonfinite(stats: EpochStats) -> None:
+    if stats.nonfinite_step is not None:
+        raise DivergenceError(f"non-finite loss at step {stats.nonfinite_step}")

@@ -49,7 +49,8 @@ class Images(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One example; or, without a transform, a whole batch for a list of indices."""
         image = self.images[index]
         if self.transform is not None:
             image = self.transform(image)

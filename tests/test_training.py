@@ -1,0 +1,111 @@
+"""The shared training loop's bookkeeping, and batch-at-a-time loading of in-memory data.
+
+Run: pytest tests/test_training.py
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from swap.data import fetches_batches, loader
+from swap.datasets.common import Images
+from swap.errors import DivergenceError
+from swap.training import CHECK_EVERY, evaluate, sgd, train_epoch
+
+CPU = torch.device("cpu")
+
+
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def batches(n: int, bad: int | None = None, size: int = 5) -> list[tuple[torch.Tensor, ...]]:
+    """`n` batches of random inputs; batch `bad` (1-based) is all infinite."""
+    g = torch.Generator().manual_seed(2)
+    out = [(torch.randn(size, 3, 2, 2, generator=g), torch.arange(size) % 3) for _ in range(n)]
+    if bad is not None:
+        out[bad - 1] = (torch.full((size, 3, 2, 2), float("inf")), out[bad - 1][1])
+    return out
+
+
+def constant_lr(optimizer):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def test_the_epoch_sums_equal_reading_every_step_at_once():
+    data = batches(7) + [(torch.randn(2, 3, 2, 2), torch.tensor([0, 2]))]  # a short last batch
+    model = net()
+    optimizer = sgd(model, 0.1, 0.9, 1e-4)
+    stats = train_epoch(model, data, optimizer, constant_lr(optimizer), CPU)
+
+    reference = net()
+    optimizer = sgd(reference, 0.1, 0.9, 1e-4)
+    loss_sum, correct = 0.0, 0
+    for inputs, targets in data:
+        logits = reference(inputs)
+        loss = F.cross_entropy(logits, targets)
+        loss_sum += loss.item() * len(targets)
+        correct += int((logits.argmax(1) == targets).sum())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert (stats.loss_sum, stats.correct, stats.count) == (loss_sum, correct, 37)
+    assert stats.nonfinite_step is None
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+    after = evaluate(model, data, CPU)
+    assert after.count == 37 and 0 <= after.correct <= 37 and after.loss > 0
+
+
+def test_a_diverging_worker_stops_within_check_every_steps_naming_the_first_bad_step():
+    taken = []
+
+    def data():
+        for batch in batches(4 * CHECK_EVERY, bad=3):
+            taken.append(batch)
+            yield batch
+
+    model = net()
+    optimizer = sgd(model, 0.1, 0.0, 0.0)
+    with pytest.raises(DivergenceError, match=r"non-finite loss at step 3$"):
+        train_epoch(model, data(), optimizer, constant_lr(optimizer), CPU, stop_on_nonfinite=True)
+    assert len(taken) == CHECK_EVERY  # it stopped at the first look, not at the epoch's end
+
+
+def test_without_stopping_the_first_bad_step_is_recorded_and_the_pass_completes():
+    model = net()
+    optimizer = sgd(model, 0.1, 0.0, 0.0)
+    stats = train_epoch(model, batches(50, bad=41), optimizer, constant_lr(optimizer), CPU)
+    assert stats.nonfinite_step == 41 and stats.count == 250
+
+
+def images(transform=None) -> Images:
+    g = torch.Generator().manual_seed(3)
+    return Images(torch.randn(23, 1, 4, 4, generator=g), torch.arange(23) % 5, transform)
+
+
+@pytest.mark.parametrize("shuffle_seed", [None, 7])
+def test_in_memory_images_come_a_batch_at_a_time_with_the_same_batches(shuffle_seed):
+    dataset = images()
+    assert fetches_batches(dataset) and fetches_batches(Subset(dataset, range(0, 23, 2)))
+    assert not fetches_batches(images(transform=lambda x: x + 1))
+    fast = list(loader(dataset, 5, shuffle_seed=shuffle_seed))
+    generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
+    slow = list(DataLoader(dataset, 5, shuffle=generator is not None, generator=generator))
+    assert [len(y) for _, y in fast] == [5, 5, 5, 5, 3]
+    for (x, y), (x_ref, y_ref) in zip(fast, slow, strict=True):
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+
+
+def test_a_subset_and_a_transform_still_load():
+    shard = Subset(images(), range(1, 23, 2))
+    (x, y), *_ = loader(shard, 4)
+    assert torch.equal(y, torch.tensor([1, 3, 0, 2])) and x.shape == (4, 1, 4, 4)
+    (x, _), *_ = loader(images(transform=lambda image: image * 0), 4)
+    assert x.shape == (4, 1, 4, 4) and not x.any()
