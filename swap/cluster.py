@@ -10,8 +10,8 @@ import os
 # Ray settings read from the environment, some when `ray` is first imported: apply them
 # before that. A user's own values win.
 RAY_DEFAULTS = {
-    # Ray Train's controller polls its workers every 2 s, and `ray.train.report` waits for that
-    # poll: with short epochs the wait, not training, would set the pace of phase 1.
+    # Ray Train's controller polls its workers every 2 s by default: how soon it sees that
+    # phase 1 started, finished or failed, and how soon a synchronous `ray.train.report` returns.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
     # Print progress lines once, as printed, rather than also through Ray Train's logger.
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
