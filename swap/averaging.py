@@ -10,53 +10,86 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor
 
+SLICE = 1 << 16  # elements added at a time: the float64 copy of an input slice is 512 KiB
+
 
 def average_state_dicts(state_dicts: Iterable[Mapping[str, Tensor]]) -> dict[str, Tensor]:
     """The element-wise mean of `state_dicts`, each weighted equally.
 
     Streaming: pass a generator that loads one state dict at a time, and memory holds the float64
-    running mean (two float32 models' worth) plus the one state dict being added, never all W.
+    sums (two float32 models' worth) plus the one state dict being added, never all W.
 
-    Floating-point tensors (parameters, BatchNorm running statistics) are averaged as a running
-    mean in float64, so W roundings do not pile up, and cast back to their own dtype one tensor
-    at a time. Other tensors are counters or indices
-    (BatchNorm's `num_batches_tracked`), whose mean means nothing: they are taken from the first
-    state dict. `refresh_bn` resets the BatchNorm ones anyway.
+    Floating-point tensors (parameters, BatchNorm running statistics) are summed in float64,
+    each input cast as it is added (a slice at a time), divided once and cast back to their own
+    dtype one tensor at a time: W float32 inputs sum exactly in float64, so the result is the
+    exact mean, rounded. Other tensors are counters or indices (BatchNorm's
+    `num_batches_tracked`), whose mean means nothing: they are taken from the first state dict.
+    `refresh_bn` resets the BatchNorm ones anyway.
     """
-    mean: dict[str, Tensor] = {}
+    sums: dict[str, Tensor] = {}
     dtypes: dict[str, torch.dtype] = {}
+    shapes: dict[str, torch.Size] = {}  # of every key of the first state dict: the layout
     count = 0
     for state in state_dicts:
         count += 1
         if count == 1:
-            for key, value in state.items():
-                dtypes[key] = value.dtype
-                value = value.detach()
-                mean[key] = value.double() if value.is_floating_point() else value.clone()
+            shapes, sums, dtypes = _start(state)
             continue
-        _check_same_layout(mean, state, count)
-        for key, value in state.items():
-            if value.is_floating_point():
-                # mean_k = mean_{k-1} + (x_k - mean_{k-1}) / k
-                mean[key].lerp_(value.detach().to(mean[key].device, torch.float64), 1.0 / count)
+        _check_same_layout(shapes, state, count)
+        for key, total in sums.items():
+            if total.is_floating_point():
+                _add(total, state[key].detach())
     if count == 0:
         raise ValueError("average_state_dicts needs at least one state dict")
     del state  # the last worker's weights: free them before the cast
-    # Cast back one tensor at a time, dropping its float64 mean as it goes: the peak stays at
-    # the mean plus one state dict, not also the whole result.
-    return {key: mean.pop(key).to(dtypes[key]) for key in list(mean)}
+    # Cast back one tensor at a time, dropping its float64 sum as it goes: the peak stays at
+    # the sums plus one state dict, not also the whole result.
+    return {key: _mean_of(sums.pop(key), count, dtypes[key]) for key in list(sums)}
 
 
-def _check_same_layout(mean: Mapping[str, Tensor], state: Mapping[str, Tensor], index: int):
-    if mean.keys() != state.keys():
-        missing = sorted(mean.keys() - state.keys())
-        extra = sorted(state.keys() - mean.keys())
+def _add(total: Tensor, value: Tensor) -> None:
+    """`total += value`, in slices along the first dimension: the add casts `value` to float64
+    through a temporary copy, which this keeps to about SLICE elements."""
+    if total.dim() == 0 or total.numel() <= SLICE:
+        total.add_(value)
+        return
+    rows = max(1, SLICE * total.shape[0] // total.numel())
+    for start in range(0, total.shape[0], rows):
+        total[start : start + rows].add_(value[start : start + rows])
+
+
+def _start(
+    state: Mapping[str, Tensor],
+) -> tuple[dict[str, torch.Size], dict[str, Tensor], dict[str, torch.dtype]]:
+    """The first state dict's layout (key -> shape), the sums it starts, and its dtypes.
+
+    A function of its own, so that no loop variable outlives it: a memory-mapped state dict's
+    tensors share one mapping, and one tensor kept alive would keep the whole file in memory.
+    """
+    sums = {
+        k: v.detach().double() if v.is_floating_point() else v.clone() for k, v in state.items()
+    }
+    return (
+        {key: value.shape for key, value in state.items()},
+        sums,
+        {key: value.dtype for key, value in state.items()},
+    )
+
+
+def _mean_of(total: Tensor, count: int, dtype: torch.dtype) -> Tensor:
+    return total.div_(count).to(dtype) if total.is_floating_point() else total
+
+
+def _check_same_layout(shapes: Mapping[str, torch.Size], state: Mapping[str, Tensor], index: int):
+    if shapes.keys() != state.keys():
+        missing = sorted(shapes.keys() - state.keys())
+        extra = sorted(state.keys() - shapes.keys())
         raise ValueError(
             f"state dict {index} does not match the first: missing {missing}, extra {extra}"
         )
     for key, value in state.items():
-        if value.shape != mean[key].shape:
+        if value.shape != shapes[key]:
             raise ValueError(
                 f"state dict {index}: {key} has shape {tuple(value.shape)}, "
-                f"the first has {tuple(mean[key].shape)}"
+                f"the first has {tuple(shapes[key])}"
             )

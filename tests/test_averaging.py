@@ -5,12 +5,15 @@ Run: pytest tests/test_averaging.py
 
 from __future__ import annotations
 
+import math
+import weakref
+
 import pytest
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from swap.averaging import average_state_dicts
+from swap.averaging import SLICE, average_state_dicts
 
 
 def test_mean_of_hand_made_tensors():
@@ -44,6 +47,40 @@ def test_float32_weights_get_the_correctly_rounded_mean():
     states = [{"w": 1 + torch.rand(10_000, generator=generator)} for _ in range(7)]
     exact = torch.stack([s["w"].double() for s in states]).mean(0).float()
     assert torch.equal(average_state_dicts(states)["w"], exact)
+
+
+def test_large_and_channels_last_tensors_are_added_in_slices_exactly():
+    generator = torch.Generator().manual_seed(1)
+    shapes = {"fc": (300, 1_000), "conv": (128, 64, 3, 3)}  # both more than SLICE elements
+    states = []
+    for _ in range(5):
+        state = {key: 1 + torch.rand(shape, generator=generator) for key, shape in shapes.items()}
+        state["conv"] = state["conv"].to(memory_format=torch.channels_last)
+        states.append(state)
+    assert all(math.prod(shape) > SLICE for shape in shapes.values())
+    mean = average_state_dicts(states)
+    for key in shapes:
+        exact = torch.stack([s[key].double() for s in states]).mean(0).float()
+        assert torch.equal(mean[key], exact)
+
+
+def test_no_tensor_of_a_state_dict_outlives_its_turn():
+    # Memory-mapped tensors of one checkpoint share one mapping: a single tensor (or a view of
+    # one) kept alive keeps the whole file in memory. Here each tensor's memory is a numpy
+    # array, which lives exactly as long as some tensor still uses it.
+    alive: list[list[weakref.ref]] = []
+
+    def states():
+        for seed in range(4):
+            if seed >= 2:  # state dict seed - 1 is being replaced; all before it must be gone
+                assert all(ref() is None for refs in alive[: seed - 1] for ref in refs)
+            arrays = {k: v.numpy().copy() for k, v in model(seed).state_dict().items()}
+            alive.append([weakref.ref(array) for array in arrays.values()])
+            yield {key: torch.from_numpy(array) for key, array in arrays.items()}
+            del arrays
+
+    average_state_dicts(states())
+    assert all(ref() is None for refs in alive for ref in refs)
 
 
 def model(seed: int) -> nn.Module:
