@@ -6,6 +6,8 @@ Run: .venv/bin/python bench/overhead.py [--repeats 5] [--config configs/quicksta
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import socket
@@ -43,10 +45,10 @@ def main() -> None:
     rows: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="swap-overhead-") as scratch:
         for repeat in range(1, args.repeats + 1):  # ABAB: the arms alternate within a repeat
-            measured = {
-                **swap_arm(args, overrides, scratch),
+            measured, phase1_checkpoint = swap_arm(args, overrides, scratch)
+            measured |= {
                 "plain_phase2": plain_phase2(spec, args.phase2_epochs),
-                "swap_phase2_step": swap_phase2_step(spec, args.phase2_epochs),
+                "swap_phase2_worker": swap_phase2_worker(spec, phase1_checkpoint, args),
                 "plain_phase1": plain_phase1(spec, args.phase1_epochs),
             }
             for key, value in measured.items():
@@ -87,9 +89,12 @@ def budgets(spec: Any, args: argparse.Namespace) -> str:
     )
 
 
-def swap_arm(args: argparse.Namespace, overrides: list[str], scratch: str) -> dict[str, float]:
+def swap_arm(
+    args: argparse.Namespace, overrides: list[str], scratch: str
+) -> tuple[dict[str, float], str]:
     """One real `swap run` (its own local Ray), phase 2 with one worker; numbers from its
-    results.json: per-epoch seconds and samples, and when each epoch ended."""
+    results.json: per-epoch seconds and samples, and when each epoch ended. Also returns
+    where its phase-1 checkpoint is."""
     command = [str(SWAP), "run", args.config, *overrides, "name=overhead",
                f"phase1.max_epochs={args.phase1_epochs}", "phase2.workers=1",
                f"phase2.epochs={args.phase2_epochs}", f"output.dir={scratch}"]  # fmt: skip
@@ -117,7 +122,7 @@ def swap_arm(args: argparse.Namespace, overrides: list[str], scratch: str) -> di
         "startup_seconds": p1[0]["ended_at"] - p1[0]["seconds"] - started,
         "transition_seconds": first_p2_step - p1[-1]["ended_at"],
         "swap_run_seconds": time.time() - started,
-    }
+    }, results["phase1"]["checkpoint"]
 
 
 def rate(history: list[dict[str, Any]]) -> float:
@@ -193,32 +198,20 @@ def plain_phase2(spec: Any, epochs: int) -> float:
     return rate(history[1:])
 
 
-def swap_phase2_step(spec: Any, epochs: int) -> float:
-    """A diagnosis, not an arm: swap's own `train_epoch` (with phase 2's optimizer and LR
-    schedule) in this process, fed the plain loop's tensor batches instead of swap's DataLoader.
-    Against plain_phase2 it is the cost of swap's step alone; against swap_phase2, the cost of
-    swap's data pipeline (per-example fetch and collate) and of running as a Ray task."""
-    from functools import partial
-
-    from swap.schedules import PHASE2_SCHEDULES, lambda_lr
-    from swap.training import train_epoch
+def swap_phase2_worker(spec: Any, phase1_checkpoint: str, args: argparse.Namespace) -> float:
+    """A diagnosis, not an arm: swap's whole phase-2 worker (`phase2_worker`: its loader,
+    schedule, statistics and per-epoch checkpoints), from the swap run's phase-1 weights, called
+    in this process. Against plain_phase2 it is the cost of swap's code; against swap_phase2,
+    the cost of running it as a Ray task inside a live swap job (Ray's processes beside it)."""
+    from swap.phase2 import phase2_worker
 
     torch.set_num_threads(THREADS)
-    images, labels = in_memory(spec)
-    model, p2 = plain_model(spec), spec.phase2
-    optimizer = sgd(model, p2.lr, spec)
-    steps = -(-len(labels) // p2.batch_size)
-    schedule = PHASE2_SCHEDULES[p2.schedule]
-    scheduler = lambda_lr(optimizer, partial(schedule, total_steps=epochs * steps))
-    generator = torch.Generator().manual_seed(spec.seed)
-    history = []
-    for _ in range(epochs):
-        order = torch.randperm(len(labels), generator=generator).split(p2.batch_size)
-        batches = ((images[step], labels[step]) for step in order)  # indexed as the loop runs
-        started = time.perf_counter()
-        stats = train_epoch(model, batches, optimizer, scheduler, torch.device("cpu"))
-        history.append({"seconds": time.perf_counter() - started, "samples": stats.count})
-    return rate(history[1:])
+    worker_spec = spec.model_copy(
+        update={"phase2": spec.phase2.model_copy(update={"epochs": args.phase2_epochs})}
+    )
+    with tempfile.TemporaryDirectory() as run_dir, contextlib.redirect_stdout(io.StringIO()):
+        result = phase2_worker(worker_spec, 0, Path(phase1_checkpoint), run_dir)
+    return rate(result["history"][1:])
 
 
 def plain_phase1(spec: Any, epochs: int) -> float:
@@ -284,11 +277,11 @@ def print_results(stats: dict[str, dict[str, float]], rows: dict[str, list[float
             f"ratios {statistics.median(paired):.3f}); target >= {TARGETS[phase]:.2f}: {met}"
         )
         ratios[swap_key] = {"ratio_of_medians": ratio, "paired": paired, "target": TARGETS[phase]}
-    step = stats["swap_phase2_step"]["median"]
+    worker = stats["swap_phase2_worker"]["median"]
     print(
-        f"diagnosis: swap's train_epoch on the plain loop's batches / plain_phase2: "
-        f"{step / stats['plain_phase2']['median']:.3f}; swap_phase2 / that: "
-        f"{stats['swap_phase2']['median'] / step:.3f} (DataLoader and Ray task)"
+        f"diagnosis: swap's phase2_worker called in this process / plain_phase2: "
+        f"{worker / stats['plain_phase2']['median']:.3f}; swap_phase2 (the same code as a Ray "
+        f"task in the swap run) / that: {stats['swap_phase2']['median'] / worker:.3f}"
     )
     return ratios
 
