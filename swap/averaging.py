@@ -21,10 +21,11 @@ def average_state_dicts(state_dicts: Iterable[Mapping[str, Tensor]]) -> dict[str
 
     Floating-point tensors (parameters, BatchNorm running statistics) are summed in float64,
     each input cast as it is added (a slice at a time), divided once and cast back to their own
-    dtype one tensor at a time: W float32 inputs sum exactly in float64, so the result is the
-    exact mean, rounded. Other tensors are counters or indices (BatchNorm's
-    `num_batches_tracked`), whose mean means nothing: they are taken from the first state dict.
-    `refresh_bn` resets the BatchNorm ones anyway.
+    dtype one tensor at a time. float64 holds the sum of W float32 weights exactly unless they
+    cancel across magnitudes some 2^29 apart, so the result is the exact mean rounded to the
+    tensor's dtype: it does not drift with W as a float32 running mean does. Other tensors are
+    counters or indices (BatchNorm's `num_batches_tracked`), whose mean means nothing: they are
+    taken from the first state dict. `refresh_bn` resets the BatchNorm ones anyway.
     """
     sums: dict[str, Tensor] = {}
     dtypes: dict[str, torch.dtype] = {}
@@ -34,14 +35,14 @@ def average_state_dicts(state_dicts: Iterable[Mapping[str, Tensor]]) -> dict[str
         count += 1
         if count == 1:
             shapes, sums, dtypes = _start(state)
-            continue
-        _check_same_layout(shapes, state, count)
-        for key, total in sums.items():
-            if total.is_floating_point():
-                _add(total, state[key].detach())
+        else:
+            _check_same_layout(shapes, state, count)
+            for key, total in sums.items():
+                if total.is_floating_point():
+                    _add(total, state[key].detach())
+        del state  # before the next one is loaded: one state dict in memory at a time
     if count == 0:
         raise ValueError("average_state_dicts needs at least one state dict")
-    del state  # the last worker's weights: free them before the cast
     # Cast back one tensor at a time, dropping its float64 sum as it goes: the peak stays at
     # the sums plus one state dict, not also the whole result.
     return {key: _mean_of(sums.pop(key), count, dtypes[key]) for key in list(sums)}
@@ -49,13 +50,14 @@ def average_state_dicts(state_dicts: Iterable[Mapping[str, Tensor]]) -> dict[str
 
 def _add(total: Tensor, value: Tensor) -> None:
     """`total += value`, in slices along the first dimension: the add casts `value` to float64
-    through a temporary copy, which this keeps to about SLICE elements."""
+    (and moves it to the sums' device) through a temporary copy, which this keeps to about
+    SLICE elements, or one row where a row is larger."""
     if total.dim() == 0 or total.numel() <= SLICE:
-        total.add_(value)
+        total.add_(value.to(total.device))
         return
     rows = max(1, SLICE * total.shape[0] // total.numel())
     for start in range(0, total.shape[0], rows):
-        total[start : start + rows].add_(value[start : start + rows])
+        total[start : start + rows].add_(value[start : start + rows].to(total.device))
 
 
 def _start(
@@ -66,8 +68,9 @@ def _start(
     A function of its own, so that no loop variable outlives it: a memory-mapped state dict's
     tensors share one mapping, and one tensor kept alive would keep the whole file in memory.
     """
-    sums = {
-        k: v.detach().double() if v.is_floating_point() else v.clone() for k, v in state.items()
+    sums = {  # copies, also of float64 inputs: the sums must never alias a caller's tensor
+        k: v.detach().to(torch.float64, copy=True) if v.is_floating_point() else v.clone()
+        for k, v in state.items()
     }
     return (
         {key: value.shape for key, value in state.items()},

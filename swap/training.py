@@ -87,9 +87,10 @@ class EpochStats:
 
 class Tally:
     """A pass's losses and correct predictions, kept on the device and read back to Python
-    in one transfer per `read` (once per pass, or every CHECK_EVERY steps), not once per step:
-    a GPU never waits on the host between steps. The loss is summed in Python floats, step by
-    step in order, exactly as when each step's loss was read at once."""
+    by `read` (once per pass, or every CHECK_EVERY steps), not once per step: between steps a
+    GPU does not wait for the host (fp16's loss scaler aside, which reads its scale every step).
+    The loss is summed in Python floats, step by step in order, exactly as when each step's
+    loss was read at once."""
 
     def __init__(self, device: torch.device):
         self.stats = EpochStats()

@@ -37,11 +37,14 @@ def constant_lr(optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
-def test_the_epoch_sums_equal_reading_every_step_at_once():
-    data = batches(7) + [(torch.randn(2, 3, 2, 2), torch.tensor([0, 2]))]  # a short last batch
+@pytest.mark.parametrize("stop_on_nonfinite", [False, True])  # True: read every CHECK_EVERY
+def test_the_epoch_sums_equal_reading_every_step_at_once(stop_on_nonfinite):
+    n = CHECK_EVERY + 7
+    data = batches(n) + [(torch.randn(2, 3, 2, 2), torch.tensor([0, 2]))]  # a short last batch
     model = net()
     optimizer = sgd(model, 0.1, 0.9, 1e-4)
-    stats = train_epoch(model, data, optimizer, constant_lr(optimizer), CPU)
+    scheduler = constant_lr(optimizer)
+    stats = train_epoch(model, data, optimizer, scheduler, CPU, stop_on_nonfinite=stop_on_nonfinite)
 
     reference = net()
     optimizer = sgd(reference, 0.1, 0.9, 1e-4)
@@ -54,28 +57,42 @@ def test_the_epoch_sums_equal_reading_every_step_at_once():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert (stats.loss_sum, stats.correct, stats.count) == (loss_sum, correct, 37)
+    assert (stats.loss_sum, stats.correct, stats.count) == (loss_sum, correct, 5 * n + 2)
     assert stats.nonfinite_step is None
     for a, b in zip(model.parameters(), reference.parameters(), strict=True):
         assert torch.equal(a, b)
 
     after = evaluate(model, data, CPU)
-    assert after.count == 37 and 0 <= after.correct <= 37 and after.loss > 0
+    with torch.no_grad():
+        logits = torch.cat([model(inputs) for inputs, _ in data])
+        targets = torch.cat([targets for _, targets in data])
+    assert (after.count, after.correct) == (5 * n + 2, int((logits.argmax(1) == targets).sum()))
+    assert after.loss == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-6)
 
 
-def test_a_diverging_worker_stops_within_check_every_steps_naming_the_first_bad_step():
+@pytest.mark.parametrize(
+    ("batches_in_epoch", "bad", "looked_at"),
+    [
+        (4 * CHECK_EVERY, 3, CHECK_EVERY),  # found at the first look
+        (4 * CHECK_EVERY, CHECK_EVERY + 5, 2 * CHECK_EVERY),  # at the second
+        (CHECK_EVERY + 10, CHECK_EVERY + 8, CHECK_EVERY + 10),  # at the epoch's end
+    ],
+)
+def test_a_diverging_worker_stops_at_the_next_look_naming_the_first_bad_step(
+    batches_in_epoch, bad, looked_at
+):
     taken = []
 
     def data():
-        for batch in batches(4 * CHECK_EVERY, bad=3):
+        for batch in batches(batches_in_epoch, bad=bad):
             taken.append(batch)
             yield batch
 
     model = net()
     optimizer = sgd(model, 0.1, 0.0, 0.0)
-    with pytest.raises(DivergenceError, match=r"non-finite loss at step 3$"):
+    with pytest.raises(DivergenceError, match=rf"non-finite loss at step {bad}$"):
         train_epoch(model, data(), optimizer, constant_lr(optimizer), CPU, stop_on_nonfinite=True)
-    assert len(taken) == CHECK_EVERY  # it stopped at the first look, not at the epoch's end
+    assert len(taken) == looked_at
 
 
 def test_without_stopping_the_first_bad_step_is_recorded_and_the_pass_completes():
