@@ -10,9 +10,11 @@ import os
 # Ray settings read from the environment, some when `ray` is first imported: apply them
 # before that. A user's own values win.
 RAY_DEFAULTS = {
-    # Ray Train's controller polls its workers every 2 s by default: how soon it sees that
-    # phase 1 started, finished or failed, and how soon a synchronous `ray.train.report` returns.
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+    # Ray Train's controller polls its workers every 2 s by default, collecting one report per
+    # worker per poll, and `ray.train.report` waits until the previous one was collected: with
+    # epochs shorter than the interval, the poll, not training, would set the pace of phase 1.
+    # (Measured on the quickstart: phase 1 took 17.3 s at 0.1 s, 19.2 s at 0.25 s.)
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
     # Print progress lines once, as printed, rather than also through Ray Train's logger.
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     # Phase-2 workers print look-alike lines at once; Ray would fold them into "[repeated 3x]".

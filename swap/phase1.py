@@ -38,7 +38,6 @@ from swap.training import (
     train_epoch,
 )
 
-ASYNC = ray.train.CheckpointUploadMode.ASYNC
 TRAIN_STATE = "train_state.pt"  # optimizer, LR schedule and history: what resuming needs
 
 
@@ -179,24 +178,19 @@ def report_epoch(
     (`model.pt`, a plain state_dict), what resuming needs (`train_state.pt`) and the spec.
     Returns the weights' SHA-256 on rank 0.
 
-    `ray.train.report` is a barrier: every rank must call it, once per epoch. It hands the
-    checkpoint over and returns (ASYNC): Ray Train copies it to storage and passes it to its
-    controller in the background, in order, while the next epoch trains; it deletes the local
-    copy when done, and waits for the last one before the run ends. (SYNC would also wait for
-    the controller's next poll, up to RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, every epoch.)
+    `ray.train.report` is a barrier: every rank must call it, once per epoch.
     """
     if rank != 0:
-        ray.train.report(history[-1], checkpoint_upload_mode=ASYNC)
+        ray.train.report(history[-1])
         return None
-    directory = Path(tempfile.mkdtemp(prefix="swap-phase1-"))
-    started = time.perf_counter()
-    saved = save_state_dict(module.state_dict(), directory / MODEL_FILE)
-    metrics.record_checkpoint(labels, saved, time.perf_counter() - started)
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    save_state_dict({**state, "history": history}, directory / TRAIN_STATE)
-    (directory / "spec.yaml").write_text(spec.to_yaml())
-    checkpoint = ray.train.Checkpoint.from_directory(directory)
-    ray.train.report(history[-1], checkpoint=checkpoint, checkpoint_upload_mode=ASYNC)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        saved = save_state_dict(module.state_dict(), Path(tmp) / MODEL_FILE)
+        metrics.record_checkpoint(labels, saved, time.perf_counter() - started)
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        save_state_dict({**state, "history": history}, Path(tmp) / TRAIN_STATE)
+        (Path(tmp) / "spec.yaml").write_text(spec.to_yaml())
+        ray.train.report(history[-1], checkpoint=ray.train.Checkpoint.from_directory(tmp))
     return saved.sha256
 
 
