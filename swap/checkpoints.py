@@ -5,6 +5,7 @@ Run: python -c "from swap.checkpoints import load_state_dict; help(load_state_di
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -61,13 +62,17 @@ def load_state_dict(location: storage.Location, sha256: str | None = None) -> di
     """Tensors only (`weights_only=True`); a local file is memory-mapped, read as it is used.
 
     With `sha256`, the file is checked first: a truncated or corrupted checkpoint is an error
-    naming it, never weights loaded silently.
+    naming it, never weights loaded silently. A remote file is fetched once, checked and loaded
+    from the same bytes.
     """
-    if sha256 is not None:
+    if sha256 is not None and not storage.is_uri(location):
         verify(location, sha256)
     try:
         if storage.is_uri(location):
-            return torch.load(io.BytesIO(storage.read_bytes(location)), weights_only=True)
+            data = storage.read_bytes(location)
+            if sha256 is not None:
+                _check_digest(location, hashlib.sha256(data).hexdigest(), sha256)
+            return torch.load(io.BytesIO(data), weights_only=True)
         return torch.load(location, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
         raise SwapError(f"{location}: checkpoint not found") from None
@@ -80,7 +85,10 @@ def load_state_dict(location: storage.Location, sha256: str | None = None) -> di
 
 
 def verify(location: storage.Location, sha256: str) -> None:
-    actual = storage.sha256(location)
+    _check_digest(location, storage.sha256(location), sha256)
+
+
+def _check_digest(location: storage.Location, actual: str, sha256: str) -> None:
     if actual != sha256:
         raise SwapError(
             f"{os.fspath(location)}: checksum mismatch, the file is truncated or corrupted "
@@ -91,15 +99,19 @@ def verify(location: storage.Location, sha256: str) -> None:
 def save_progress(directory: str, epoch: int, state: Mapping[str, Any]) -> Saved:
     """A worker's resumable state after `epoch`: written under a new name, then committed by
     rewriting the small pointer file, so a crash at any moment leaves a complete checkpoint."""
-    saved = save_state_dict(state, storage.join(directory, f"progress-epoch{epoch}.pt"))
-    previous = read_progress_pointer(directory)
+    saved = save_state_dict(state, storage.join(directory, _progress_file(epoch)))
     write_json(
         storage.join(directory, PROGRESS),
-        {"epoch": epoch, "sha256": saved.sha256, "file": f"progress-epoch{epoch}.pt"},
+        {"epoch": epoch, "sha256": saved.sha256, "file": _progress_file(epoch)},
     )
-    if previous and previous["file"] != f"progress-epoch{epoch}.pt":
-        storage.delete(storage.join(directory, previous["file"]))
+    # A worker commits its epochs in order (a rerun resumes after the last commit), so the
+    # one committed before is always the previous epoch's, if there was one.
+    storage.delete(storage.join(directory, _progress_file(epoch - 1)))
     return saved
+
+
+def _progress_file(epoch: int) -> str:
+    return f"progress-epoch{epoch}.pt"
 
 
 def load_progress(directory: str) -> dict[str, Any] | None:
@@ -114,7 +126,7 @@ def read_progress_pointer(directory: str) -> dict[str, Any] | None:
     location = storage.join(directory, PROGRESS)
     if not storage.exists(location):
         return None
-    return json.loads(storage.read_bytes(location))
+    return read_json(location)
 
 
 def record_attempt(directory: str, pid: int, node_id: str) -> dict[str, Any]:

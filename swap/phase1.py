@@ -29,6 +29,7 @@ from swap.schedules import lambda_lr, phase1_stop_reason, warmup_linear_decay
 from swap.spec import Spec
 from swap.training import (
     EpochStats,
+    Precision,
     epoch_record,
     evaluate,
     precision_for,
@@ -83,7 +84,7 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
         ),
     )
     # Restored after DDP wrapping, so optimizer state lands on the parameters' device.
-    history, digest = restore(ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler)
+    history, digest = restore(ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler, rank)
 
     stop_reason = stop_reason_of(history, p1)
     while stop_reason is None:
@@ -111,8 +112,8 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
     if world > 1:
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
-    test = evaluate_sharded(module, splits.test, spec, rank, world, device)
-    val = evaluate_sharded(module, splits.val, spec, rank, world, device)
+    test = evaluate_sharded(module, splits.test, spec, rank, world, device, precision)
+    val = evaluate_sharded(module, splits.val, spec, rank, world, device, precision)
     return {
         "epochs": len(history),
         "stop_reason": stop_reason,
@@ -140,13 +141,15 @@ def restore(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rank: int,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Load the latest checkpoint Ray Train kept, if any; return its history and digest."""
+    """Load the latest checkpoint Ray Train kept, if any; return its history and, on rank 0
+    (whose result the driver keeps), its weights' digest."""
     if checkpoint is None:
         return [], None
     with checkpoint.as_directory() as directory:
         weights = Path(directory) / MODEL_FILE
-        digest = storage.sha256(weights)
+        digest = storage.sha256(weights) if rank == 0 else None
         model.load_state_dict(load_state_dict(weights))
         state = load_state_dict(Path(directory) / TRAIN_STATE)
     optimizer.load_state_dict(state["optimizer"])
@@ -214,8 +217,9 @@ def evaluate_sharded(
     rank: int,
     world: int,
     device: torch.device,
+    precision: Precision,
 ) -> EpochStats:
     """Each rank evaluates every `world`-th example (no padding, so every example counts once)."""
     shard = Subset(dataset, range(rank, len(dataset), world))
     batches = loader(shard, spec.phase3.batch_size, settings=loader_settings(spec))
-    return all_reduce(evaluate(model, batches, device, precision_for(spec, device)))
+    return all_reduce(evaluate(model, batches, device, precision))

@@ -79,9 +79,11 @@ def phase2_worker(
 
     splits = load_splits(spec.data)
     precision, feed = precision_for(spec, device), loader_settings(spec)
+    committed = load_progress(directory)  # a rerun continues after its last committed epoch
     torch.manual_seed(seed)
     model = build_model(spec.model, splits.info)
-    model.load_state_dict(load_state_dict(Path(phase1_dir) / MODEL_FILE, phase1_sha256))
+    if committed is None:
+        model.load_state_dict(load_state_dict(Path(phase1_dir) / MODEL_FILE, phase1_sha256))
     model = to_memory_format(model.to(device), precision)
 
     # A one-replica DistributedSampler: a seeded shuffle per epoch, reproducible on resume.
@@ -90,7 +92,7 @@ def phase2_worker(
     optimizer = sgd(model, p2.lr, spec.phase2_momentum, spec.phase2_weight_decay)
     schedule = partial(PHASE2_SCHEDULES[p2.schedule], total_steps=p2.epochs * len(batches))
     scheduler = lambda_lr(optimizer, schedule)
-    history = resume(directory, model, optimizer, scheduler, precision)
+    history = resume(committed, model, optimizer, scheduler, precision)
     resumed_from = len(history)
 
     for epoch in range(len(history) + 1, p2.epochs + 1):
@@ -138,14 +140,14 @@ def phase2_worker(
 
 
 def resume(
-    directory: str,
+    state: dict[str, Any] | None,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     precision: Any,
 ) -> list[dict[str, Any]]:
-    """Load the worker's last committed epoch, if it has one; return the epochs' history."""
-    state = load_progress(directory)
+    """Load the worker's last committed epoch (`load_progress`), if it has one; return the
+    epochs' history."""
     if state is None:
         return []
     model.load_state_dict(state["model"])

@@ -55,8 +55,10 @@ def phase3_coordinator(
     model = to_memory_format(model.to(device), precision)
 
     bs = spec.phase3.batch_size
-    before = evaluate(model, loader(splits.test, bs, settings=feed), device, precision)
-    val_before = evaluate(model, loader(splits.val, bs, settings=feed), device, precision)
+    test_batches = loader(splits.test, bs, settings=feed)
+    val_batches = loader(splits.val, bs, settings=feed)
+    before = evaluate(model, test_batches, device, precision)
+    val_before = evaluate(model, val_batches, device, precision)
 
     bn_seconds, bn_batches = 0.0, 0
     if spec.phase3.bn_refresh:
@@ -73,8 +75,10 @@ def phase3_coordinator(
         )
         bn_seconds = time.perf_counter() - bn_started
 
-    test = evaluate(model, loader(splits.test, bs, settings=feed), device, precision)
-    val = evaluate(model, loader(splits.val, bs, settings=feed), device, precision)
+    test, val = before, val_before  # the same weights, unless the BN refresh changed them
+    if spec.phase3.bn_refresh:
+        test = evaluate(model, test_batches, device, precision)
+        val = evaluate(model, val_batches, device, precision)
     saving = time.perf_counter()
     final = save_state_dict(model.state_dict(), join(run_dir, "final", MODEL_FILE))
     write_seconds = time.perf_counter() - saving
