@@ -159,7 +159,14 @@ def submit_command(args: argparse.Namespace) -> int:
     if not args.wait:
         print(f"follow it: swap logs {job_id} --follow")
         return 0
-    status = jobs.follow(job_id, args.address)
+    return _follow(job_id, args.address)
+
+
+def _follow(job_id: str, address: str | None) -> int:
+    """Stream the job's logs until it ends; exit status 0 if it succeeded, else 1."""
+    from swap import jobs
+
+    status = jobs.follow(job_id, address)
     print(f"Ray job {job_id}: {status}")
     return 0 if status == "SUCCEEDED" else 1
 
@@ -186,9 +193,7 @@ def logs_command(args: argparse.Namespace) -> int:
     from swap import jobs
 
     if args.follow:
-        status = jobs.follow(args.job_id, args.address)
-        print(f"Ray job {args.job_id}: {status}")
-        return 0 if status == "SUCCEEDED" else 1
+        return _follow(args.job_id, args.address)
     print(jobs.job_logs(args.job_id, args.address), end="")
     return 0
 

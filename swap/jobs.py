@@ -93,7 +93,7 @@ def submit(spec: Spec, address: str | None, submission_id: str | None = None) ->
 def follow(job_id: str, address: str | None) -> str:
     """Print the job's logs as they come until it ends; return its final status."""
     client = jobs_client(address)
-    job_info(job_id, address)  # an unknown id is an error, not an empty stream
+    _info(client, job_id)  # an unknown id is an error, not an empty stream
 
     async def tail() -> None:
         async for lines in client.tail_job_logs(job_id):
@@ -110,7 +110,11 @@ def follow(job_id: str, address: str | None) -> str:
 
 
 def job_info(job_id: str, address: str | None):
-    client = jobs_client(address)
+    return _info(jobs_client(address), job_id)
+
+
+def _info(client: Any, job_id: str):
+    """The job's JobDetails; a SwapError if the cluster has no such job."""
     try:
         return client.get_job_info(job_id)
     except RuntimeError as exc:
@@ -118,15 +122,17 @@ def job_info(job_id: str, address: str | None):
 
 
 def job_logs(job_id: str, address: str | None) -> str:
-    job_info(job_id, address)
-    return jobs_client(address).get_job_logs(job_id)
+    client = jobs_client(address)
+    _info(client, job_id)
+    return client.get_job_logs(job_id)
 
 
 def stop(job_id: str, address: str | None) -> None:
-    info = job_info(job_id, address)
+    client = jobs_client(address)
+    info = _info(client, job_id)
     if info.status.is_terminal():
         raise SwapError(f"job {job_id} has already ended ({info.status.value}): nothing to stop")
-    if not jobs_client(address).stop_job(job_id):
+    if not client.stop_job(job_id):
         raise SwapError(f"job {job_id} ended before it could be stopped")
 
 
