@@ -27,16 +27,15 @@ def average_state_dicts(state_dicts: Iterable[Mapping[str, Tensor]]) -> dict[str
     counters or indices (BatchNorm's `num_batches_tracked`), whose mean means nothing: they are
     taken from the first state dict. `refresh_bn` resets the BatchNorm ones anyway.
     """
-    sums: dict[str, Tensor] = {}
+    sums: dict[str, Tensor] = {}  # keyed and shaped as the first state dict: the layout
     dtypes: dict[str, torch.dtype] = {}
-    shapes: dict[str, torch.Size] = {}  # of every key of the first state dict: the layout
     count = 0
     for state in state_dicts:
         count += 1
         if count == 1:
-            shapes, sums, dtypes = _start(state)
+            sums, dtypes = _start(state)
         else:
-            _check_same_layout(shapes, state, count)
+            _check_same_layout(sums, state, count)
             for key, total in sums.items():
                 if total.is_floating_point():
                     _add(total, state[key].detach())
@@ -60,10 +59,8 @@ def _add(total: Tensor, value: Tensor) -> None:
         total[start : start + rows].add_(value[start : start + rows].to(total.device))
 
 
-def _start(
-    state: Mapping[str, Tensor],
-) -> tuple[dict[str, torch.Size], dict[str, Tensor], dict[str, torch.dtype]]:
-    """The first state dict's layout (key -> shape), the sums it starts, and its dtypes.
+def _start(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, torch.dtype]]:
+    """The sums the first state dict starts, and its dtypes.
 
     A function of its own, so that no loop variable outlives it: a memory-mapped state dict's
     tensors share one mapping, and one tensor kept alive would keep the whole file in memory.
@@ -72,27 +69,23 @@ def _start(
         k: v.detach().to(torch.float64, copy=True) if v.is_floating_point() else v.clone()
         for k, v in state.items()
     }
-    return (
-        {key: value.shape for key, value in state.items()},
-        sums,
-        {key: value.dtype for key, value in state.items()},
-    )
+    return sums, {key: value.dtype for key, value in state.items()}
 
 
 def _mean_of(total: Tensor, count: int, dtype: torch.dtype) -> Tensor:
     return total.div_(count).to(dtype) if total.is_floating_point() else total
 
 
-def _check_same_layout(shapes: Mapping[str, torch.Size], state: Mapping[str, Tensor], index: int):
-    if shapes.keys() != state.keys():
-        missing = sorted(shapes.keys() - state.keys())
-        extra = sorted(state.keys() - shapes.keys())
+def _check_same_layout(sums: Mapping[str, Tensor], state: Mapping[str, Tensor], index: int):
+    if sums.keys() != state.keys():
+        missing = sorted(sums.keys() - state.keys())
+        extra = sorted(state.keys() - sums.keys())
         raise ValueError(
             f"state dict {index} does not match the first: missing {missing}, extra {extra}"
         )
     for key, value in state.items():
-        if value.shape != shapes[key]:
+        if value.shape != sums[key].shape:
             raise ValueError(
                 f"state dict {index}: {key} has shape {tuple(value.shape)}, "
-                f"the first has {tuple(shapes[key])}"
+                f"the first has {tuple(sums[key].shape)}"
             )

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from swap import metrics, storage
-from swap.checkpoints import new_run_dir, read_json, write_json, write_text
+from swap.checkpoints import MODEL_FILE, new_run_dir, read_json, write_json, write_text
 from swap.cluster import connect_ray
 from swap.data import prepare_data
 from swap.errors import SpecError, SwapError
@@ -88,9 +88,9 @@ def open_run(spec: Spec, resume: str | None) -> tuple[str, dict[str, Any]]:
             "versions": versions(),
         }
     run_dir = storage.absolute(resume)
-    if not storage.exists(join(run_dir, "spec.yaml")):
-        raise SwapError(f"--resume: {run_dir} is not a run directory (it has no spec.yaml)")
     saved_spec = join(run_dir, "spec.yaml")
+    if not storage.exists(saved_spec):
+        raise SwapError(f"--resume: {run_dir} is not a run directory (it has no spec.yaml)")
     saved = parse_spec(storage.read_bytes(saved_spec).decode(), saved_spec)
     differing = changed_fields(saved.to_dict(), spec.to_dict())
     if differing:
@@ -114,10 +114,10 @@ def changed_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> li
     return fields
 
 
-def mark_dropped(workers: list[dict[str, Any]], dropped: dict[Any, str]) -> None:
+def mark_dropped(workers: list[dict[str, Any]], dropped: dict[int, str]) -> None:
     """Workers the coordinator could not average (a corrupted checkpoint) are dropped."""
     for worker in workers:
-        reason = dropped.get(worker["index"], dropped.get(str(worker["index"])))
+        reason = dropped.get(worker["index"])
         if reason is not None:
             worker.update(status="dropped", error=reason)
 
@@ -131,7 +131,7 @@ def save(run_dir: str, results: dict[str, Any]) -> None:
 def manifest(run_dir: str, results: dict[str, Any]) -> dict[str, str]:
     files = {}
     if "phase1" in results:
-        files[join(results["phase1"]["checkpoint"], "model.pt")] = results["phase1"]["sha256"]
+        files[join(results["phase1"]["checkpoint"], MODEL_FILE)] = results["phase1"]["sha256"]
     for worker in results.get("phase2", {}).get("workers", []):
         if "sha256" in worker:
             files[worker["checkpoint"]] = worker["sha256"]
