@@ -156,9 +156,9 @@ def loader(
 
     A private generator (not the global RNG) makes each worker's data order, and its loader
     processes' augmentation draws, a function of its seed alone. Loader processes persist
-    across epochs: they start once per loader, not once per pass. Images held in memory with
-    no per-example transform are fetched a batch at a time, by one tensor index, instead of
-    example by example and then collated.
+    across epochs: they start once per loader, not once per pass. Batchable images held in
+    memory are fetched a batch at a time, by one tensor index, instead of example by example
+    and then collated.
     """
     generator = None
     if shuffle_seed is not None:
@@ -182,8 +182,8 @@ def loader(
 
 
 def fetches_batches(dataset: Dataset) -> bool:
-    """Whether `dataset[list_of_indices]` returns a whole batch: in-memory images without a
-    per-example transform, or a Subset of them."""
+    """Whether `dataset[list_of_indices]` returns a whole batch: batchable in-memory images
+    (no transform, or one that treats a batch as its images one by one), or a Subset of them."""
     if isinstance(dataset, Subset):
         return fetches_batches(dataset.dataset)
-    return type(dataset) is Images and dataset.transform is None  # a subclass may index its way
+    return type(dataset) is Images and dataset.batchable  # a subclass may index its way

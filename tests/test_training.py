@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from swap.data import fetches_batches, loader
-from swap.datasets.common import Images
+from swap.datasets.common import Images, normalize_to_float
 from swap.errors import DivergenceError
 from swap.training import CHECK_EVERY, evaluate, sgd, train_epoch
 
@@ -126,3 +126,17 @@ def test_a_subset_and_a_transform_still_load():
     assert torch.equal(y, torch.tensor([1, 3, 0, 2])) and x.shape == (4, 1, 4, 4)
     (x, _), *_ = loader(images(transform=lambda image: image * 0), 4)
     assert x.shape == (4, 1, 4, 4) and not x.any()
+
+
+def test_a_normalizing_transform_gives_a_batch_what_it_gives_each_image():
+    # The plain view of a file data set (CIFAR, MNIST, SVHN): uint8 NCHW, converted and
+    # normalized; fetched as batches, it must equal the per-example path bit for bit.
+    g = torch.Generator().manual_seed(4)
+    images = torch.randint(0, 256, (11, 3, 5, 5), generator=g, dtype=torch.uint8)
+    plain = normalize_to_float((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    batched = Images(images, torch.arange(11) % 3, plain, batchable=True)
+    assert fetches_batches(batched) and not fetches_batches(Images(images, batched.labels, plain))
+    fast = list(loader(batched, 4))
+    slow = list(DataLoader(batched, 4))
+    for (x, y), (x_ref, y_ref) in zip(fast, slow, strict=True):
+        assert x.dtype == torch.float32 and torch.equal(x, x_ref) and torch.equal(y, y_ref)

@@ -41,16 +41,28 @@ class Splits:
 
 
 class Images(Dataset):
-    """Images held as one tensor in memory, with an optional per-example transform."""
+    """Images held as one tensor in memory, with an optional transform.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Transform | None):
+    `batchable`: the transform gives each image of a batch what it gives the image alone (no
+    random draws, only per-element and per-channel operations), so a list of indices can be
+    fetched and transformed as one batch. No transform is batchable.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Transform | None,
+        batchable: bool = False,
+    ):
         self.images, self.labels, self.transform = images, labels, transform
+        self.batchable = batchable or transform is None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One example; or, without a transform, a whole batch for a list of indices."""
+        """One example; or, if `batchable`, a whole batch for a list of indices."""
         image = self.images[index]
         if self.transform is not None:
             image = self.transform(image)

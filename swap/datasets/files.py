@@ -239,7 +239,7 @@ def _missing(dataset: FileDataset, root: Path) -> list[str]:
 
 def load_file_splits(dataset: FileDataset, data: Any) -> Splits:
     """Both splits as uint8 tensors in memory; conversion, augmentation and normalization happen
-    per example, in the loader's workers."""
+    in the loader's workers: per example for augmented training, per batch otherwise."""
     ensure_files(dataset, data)
     train_images, train_labels = _read(dataset, Path(data.root), train=True)
     test_images, test_labels = _read(dataset, Path(data.root), train=False)
@@ -251,12 +251,13 @@ def load_file_splits(dataset: FileDataset, data: Any) -> Splits:
     images = torch.from_numpy(train_images)
     labels = torch.from_numpy(train_labels)
     kept_images, kept_labels = images[kept], labels[kept]  # one copy, shared by two views
-    return Splits(
+    test_images, test_labels = torch.from_numpy(test_images), torch.from_numpy(test_labels)
+    return Splits(  # `plain` converts and normalizes: the same for a batch as image by image
         info=dataset.info,
         train=Images(kept_images, kept_labels, augmented),
-        train_plain=Images(kept_images, kept_labels, plain),
-        val=Images(images[held], labels[held], plain),
-        test=Images(torch.from_numpy(test_images), torch.from_numpy(test_labels), plain),
+        train_plain=Images(kept_images, kept_labels, plain, batchable=True),
+        val=Images(images[held], labels[held], plain, batchable=True),
+        test=Images(test_images, test_labels, plain, batchable=True),
     )
 
 
