@@ -135,13 +135,16 @@ def test_unknown_job_ids_exit_2(head, args, message):
 
 
 def test_bad_spec_submits_nothing(head, tmp_path):
-    before = swap(head, "list", "--address", head.dashboard).stdout.count("raysubmit_")
+    listed = swap(head, "list", "--address", head.dashboard)
+    assert listed.returncode == 0
+    before = listed.stdout.count("raysubmit_")
     proc = swap(head, "submit", str(REPO / "configs" / "quickstart.yaml"),
                 "--address", head.dashboard, "phase2.workers=0")  # fmt: skip
     assert proc.returncode == 2
     assert "phase2.workers: must be greater than 0 (got 0)" in proc.stderr
-    after = swap(head, "list", "--address", head.dashboard).stdout.count("raysubmit_")
-    assert after == before
+    assert "as Ray job" not in proc.stdout
+    listed = swap(head, "list", "--address", head.dashboard)
+    assert listed.returncode == 0 and listed.stdout.count("raysubmit_") == before
 
 
 def test_wrong_token_is_refused_with_a_clear_error(head, tmp_path):

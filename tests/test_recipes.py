@@ -16,6 +16,7 @@ from rich.console import Console
 
 import swap
 from swap.checkpoints import MODEL_FILE
+from swap.data import load_splits
 from swap.job import run_job
 from swap.spec import load_spec
 
@@ -79,6 +80,11 @@ def run_recipe(name: str, root: Path, tmp: Path, *extra: str) -> tuple[dict, Pat
     return results, Path(results["run_dir"])
 
 
+def whole_images(accuracy: float, images: int) -> bool:
+    """An accuracy over `images` examples is a count of them, divided."""
+    return images > 0 and accuracy * images == pytest.approx(round(accuracy * images))
+
+
 def check_run(results: dict, run_dir: Path, train_examples: int, classes: int) -> None:
     """What every finished run must hold, computed from the fabricated data's sizes."""
     assert results["status"] == "finished"
@@ -92,12 +98,15 @@ def check_run(results: dict, run_dir: Path, train_examples: int, classes: int) -
     assert all(w["history"][0]["samples"] == train_examples for w in workers)
     p3 = results["phase3"]
     assert p3["bn_batches"] == math.ceil(train_examples / 32)
+    splits = load_splits(swap.load_spec(run_dir / "spec.yaml").data)
     for accuracy in (
         p1["test_accuracy"],
         p3["test_accuracy"],
         *[w["test_accuracy"] for w in workers],
     ):
         assert 0 <= accuracy <= 1
+        assert whole_images(accuracy, len(splits.test))
+    assert whole_images(p3["val_accuracy"], len(splits.val))
 
     final = torch.load(run_dir / "final" / MODEL_FILE, weights_only=True)
     forks = [torch.load(w["checkpoint"], weights_only=True) for w in workers]
@@ -116,7 +125,6 @@ def test_cifar10_resnet20_end_to_end(local_ray, tmp_path):
     assert saved.data.root == str(root) and saved.resources.amp == "bf16"  # autocast on CPU
     assert saved.model.arch == "resnet20" and saved.model.channels_last
     check_run(results, run_dir, train_examples=54, classes=10)  # 6 held out for validation
-    assert results["phase3"]["val_accuracy"] is not None
 
 
 def test_cifar100_wrn_end_to_end_with_loader_processes(local_ray, tmp_path):
