@@ -40,9 +40,14 @@ def test_state_dicts_round_trip_through_paths_and_uris(tmp_path, as_uri):
     if as_uri:
         location = f"file://{location}"
     state = {"w": torch.arange(6.0).reshape(2, 3), "n": torch.tensor(3)}
-    save_state_dict(state, location)
-    loaded = load_state_dict(location)
-    assert torch.equal(loaded["w"], state["w"]) and loaded["n"].item() == 3
+    saved = save_state_dict(state, location)
+    for loaded in (load_state_dict(location), load_state_dict(location, saved.sha256)):
+        assert torch.equal(loaded["w"], state["w"]) and loaded["n"].item() == 3
+    file = tmp_path / "w" / "model.pt"
+    data = file.read_bytes()
+    file.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # one byte changed
+    with pytest.raises(SwapError, match="checksum mismatch"):
+        load_state_dict(location, saved.sha256)
 
 
 def test_missing_and_corrupt_checkpoints_are_named(tmp_path):
