@@ -1,6 +1,6 @@
 """What every benchmark here records: the machine and its load, summary statistics, the JSON file.
 
-Run: imported by bench/swap_vs_baselines.py, bench/overhead.py and bench/averaging.py.
+Run: imported by the scripts in bench/ (swap_vs_baselines, overhead, averaging, loading).
 """
 
 from __future__ import annotations
