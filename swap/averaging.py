@@ -5,7 +5,9 @@ Run: python -c "from swap.averaging import average_state_dicts; help(average_sta
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -13,7 +15,7 @@ from torch import Tensor
 SLICE = 1 << 16  # elements added at a time: the float64 copy of an input slice is 512 KiB
 
 
-def average_state_dicts(state_dicts: Iterable[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+def average_state_dicts(state_dicts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The element-wise mean of `state_dicts`, each weighted equally.
 
     Streaming: pass a generator that loads one state dict at a time, and memory holds the float64
@@ -25,10 +27,12 @@ def average_state_dicts(state_dicts: Iterable[Mapping[str, Tensor]]) -> dict[str
     cancel across magnitudes some 2^29 apart, so the result is the exact mean rounded to the
     tensor's dtype: it does not drift with W as a float32 running mean does. Other tensors are
     counters or indices (BatchNorm's `num_batches_tracked`), whose mean means nothing: they are
-    taken from the first state dict. `refresh_bn` resets the BatchNorm ones anyway.
+    taken from the first state dict. `refresh_bn` resets the BatchNorm ones anyway. So are
+    entries that are not tensors at all: a module's `get_extra_state()` may return any object
+    (a config, a quantization observer's settings), saved under `<module>._extra_state`.
     """
-    sums: dict[str, Tensor] = {}  # keyed and shaped as the first state dict: the layout
-    dtypes: dict[str, torch.dtype] = {}
+    sums: dict[str, Any] = {}  # keyed and shaped as the first state dict: the layout
+    dtypes: dict[str, torch.dtype | None] = {}
     count = 0
     for state in state_dicts:
         count += 1
@@ -37,7 +41,7 @@ def average_state_dicts(state_dicts: Iterable[Mapping[str, Tensor]]) -> dict[str
         else:
             _check_same_layout(sums, state, count)
             for key, total in sums.items():
-                if total.is_floating_point():
+                if _is_float(total):
                     _add(total, state[key].detach())
         del state  # before the next one is loaded: one state dict in memory at a time
     if count == 0:
@@ -59,24 +63,32 @@ def _add(total: Tensor, value: Tensor) -> None:
         total[start : start + rows].add_(value[start : start + rows].to(total.device))
 
 
-def _start(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, torch.dtype]]:
+def _is_float(value: Any) -> bool:
+    return isinstance(value, Tensor) and value.is_floating_point()
+
+
+def _start(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, torch.dtype | None]]:
     """The sums the first state dict starts, and its dtypes.
 
     A function of its own, so that no loop variable outlives it: a memory-mapped state dict's
     tensors share one mapping, and one tensor kept alive would keep the whole file in memory.
     """
     sums = {  # copies, also of float64 inputs: the sums must never alias a caller's tensor
-        k: v.detach().to(torch.float64, copy=True) if v.is_floating_point() else v.clone()
+        k: v.detach().to(torch.float64, copy=True) if _is_float(v) else _copy(v)
         for k, v in state.items()
     }
-    return sums, {key: value.dtype for key, value in state.items()}
+    return sums, {k: v.dtype if isinstance(v, Tensor) else None for k, v in state.items()}
 
 
-def _mean_of(total: Tensor, count: int, dtype: torch.dtype) -> Tensor:
-    return total.div_(count).to(dtype) if total.is_floating_point() else total
+def _copy(value: Any) -> Any:
+    return value.clone() if isinstance(value, Tensor) else copy.deepcopy(value)
 
 
-def _check_same_layout(sums: Mapping[str, Tensor], state: Mapping[str, Tensor], index: int):
+def _mean_of(total: Any, count: int, dtype: torch.dtype | None) -> Any:
+    return total.div_(count).to(dtype) if _is_float(total) else total
+
+
+def _check_same_layout(sums: Mapping[str, Any], state: Mapping[str, Any], index: int):
     if sums.keys() != state.keys():
         missing = sorted(sums.keys() - state.keys())
         extra = sorted(state.keys() - sums.keys())
@@ -84,7 +96,9 @@ def _check_same_layout(sums: Mapping[str, Tensor], state: Mapping[str, Tensor], 
             f"state dict {index} does not match the first: missing {missing}, extra {extra}"
         )
     for key, value in state.items():
-        if value.shape != sums[key].shape:
+        if isinstance(value, Tensor) != isinstance(sums[key], Tensor):
+            raise ValueError(f"state dict {index}: {key} is a tensor in one and not the other")
+        if isinstance(value, Tensor) and value.shape != sums[key].shape:
             raise ValueError(
                 f"state dict {index}: {key} has shape {tuple(value.shape)}, "
                 f"the first has {tuple(sums[key].shape)}"

@@ -124,3 +124,33 @@ def test_mismatched_layouts_are_errors():
         average_state_dicts([{"a": torch.ones(2)}, {"a": torch.ones(3)}])
     with pytest.raises(ValueError, match="at least one"):
         average_state_dicts([])
+
+
+class Scaled(nn.Linear):
+    """A module whose state dict holds a non-tensor `_extra_state` (a dict of its settings)."""
+
+    def __init__(self, scale: float):
+        super().__init__(2, 2)
+        self.scale = scale
+
+    def get_extra_state(self):
+        return {"scale": self.scale, "note": "set by hand"}
+
+    def set_extra_state(self, state):
+        self.scale = state["scale"]
+
+
+def test_non_tensor_extra_state_is_taken_from_the_first_and_loads_back():
+    torch.manual_seed(0)
+    nets = [Scaled(scale) for scale in (2.0, 3.0)]
+    states = [net.state_dict() for net in nets]
+    assert states[0]["_extra_state"] == {"scale": 2.0, "note": "set by hand"}
+    mean = average_state_dicts(states)
+    assert mean["_extra_state"] == {"scale": 2.0, "note": "set by hand"}
+    assert mean["_extra_state"] is not states[0]["_extra_state"]  # a copy, not the caller's
+    torch.testing.assert_close(mean["weight"], (nets[0].weight + nets[1].weight).detach() / 2)
+    target = Scaled(5.0)
+    target.load_state_dict(mean)
+    assert target.scale == 2.0
+    with pytest.raises(ValueError, match="_extra_state is a tensor in one and not the other"):
+        average_state_dicts([states[0], {**states[1], "_extra_state": torch.ones(1)}])
