@@ -51,11 +51,24 @@ class Saved(NamedTuple):
 
 
 def save_state_dict(state: Mapping[str, Any], location: storage.Location) -> Saved:
-    """Write `state` atomically; return where, its SHA-256 and its size, for the manifest."""
+    """Write `state` atomically, its tensors on the CPU (so that plain `torch.load` reads it
+    on a machine without the GPU it was trained on); return where, its SHA-256 and its size,
+    for the manifest."""
     buffer = io.BytesIO()
-    torch.save(dict(state), buffer)
+    torch.save(_on_cpu(dict(state)), buffer)
     data = buffer.getvalue()
     return Saved(os.fspath(location), storage.write_bytes(location, data), len(data))
+
+
+def _on_cpu(value: Any) -> Any:
+    """`value` with every tensor in it moved to the CPU (CPU tensors are not copied)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: _on_cpu(item) for key, item in value.items()}
+    if type(value) in (list, tuple):  # not a NamedTuple, which takes its fields by name
+        return type(value)(_on_cpu(item) for item in value)
+    return value
 
 
 def load_state_dict(location: storage.Location, sha256: str | None = None) -> dict[str, Any]:
