@@ -22,7 +22,7 @@ from ray.train import (
 from ray.train.torch import TorchConfig, TorchTrainer
 from rich.console import Console
 
-from swap import metrics, storage
+from swap import ddp, metrics, seeds, storage
 from swap.checkpoints import (
     RESULT,
     attempts_record,
@@ -33,7 +33,7 @@ from swap.checkpoints import (
 )
 from swap.errors import JobFailed
 from swap.phase1 import phase1_worker
-from swap.phase2 import phase2_worker, worker_seed
+from swap.phase2 import phase2_worker
 from swap.phase3 import phase3_coordinator
 from swap.spec import Spec
 from swap.storage import join
@@ -52,11 +52,11 @@ def run_phase1(spec: Spec, run_dir: str) -> tuple[dict[str, Any], Checkpoint]:
     trainer = TorchTrainer(
         phase1_worker,
         train_loop_config={"spec": spec.to_dict(), "run_id": labels.job},
-        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        torch_config=TorchConfig(backend=ddp.backend(gpu)),
         scaling_config=ScalingConfig(
             num_workers=spec.phase1.workers,
             use_gpu=gpu,
-            resources_per_worker=worker_resources(spec),
+            resources_per_worker=worker_resources(spec, phase=1),
             placement_strategy=spec.resources.phase1_placement,
         ),
         run_config=RunConfig(
@@ -145,7 +145,7 @@ def failed_worker(spec: Spec, run_dir: str, index: int, exc: Exception) -> dict[
     lines = str(exc).strip().splitlines()
     return {
         "index": index,
-        "seed": worker_seed(spec, index),
+        "seed": seeds.worker_seed(spec.seed, index),
         "status": "failed",
         **{k: v for k, v in attempts_record(phase2_dir(run_dir, index)).items() if k != "pid"},
         "error": lines[-1] if lines else type(exc).__name__,
@@ -200,10 +200,14 @@ def run_phase3(spec: Spec, run_dir: str, workers: list[dict[str, Any]]) -> dict[
     return result
 
 
-def worker_resources(spec: Spec) -> dict[str, float]:
-    """What one worker of any phase asks Ray for: CPUs, GPUs when used, custom resources."""
+def worker_resources(spec: Spec, phase: int = 2) -> dict[str, float]:
+    """What one worker of a phase asks Ray for: CPUs, GPUs when used, custom resources.
+
+    A phase-1 rank takes a whole GPU, whatever `gpus_per_worker` says: NCCL cannot run two ranks
+    of one group on one GPU. Phase-2 workers and the coordinator may share GPUs (fractions).
+    """
     r = spec.resources
-    gpu = {"GPU": r.gpus_per_worker} if r.use_gpu else {}
+    gpu = {"GPU": 1.0 if phase == 1 else r.gpus_per_worker} if r.use_gpu else {}
     return {"CPU": r.cpus_per_worker, **gpu, **r.custom}
 
 

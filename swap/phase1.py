@@ -16,14 +16,12 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Subset
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import Dataset, Subset
 
-from swap import metrics, storage
+from swap import ddp, metrics, seeds, storage
 from swap.checkpoints import MODEL_FILE, load_state_dict, save_state_dict
-from swap.data import load_splits, loader, loader_settings
+from swap.data import EpochBatches, eval_loader, load_splits, loader_settings, train_loader
 from swap.models import build_model
 from swap.schedules import lambda_lr, phase1_stop_reason, warmup_linear_decay
 from swap.spec import Spec
@@ -32,19 +30,16 @@ from swap.training import (
     Precision,
     epoch_record,
     evaluate,
+    load_resumable_state,
     precision_for,
     progress_line,
+    resumable_state,
     sgd,
     to_memory_format,
     train_epoch,
 )
 
-TRAIN_STATE = "train_state.pt"  # optimizer, LR schedule and history: what resuming needs
-
-
-def epoch_seed(seed: int, rank: int, epoch: int) -> int:
-    """The RNG seed of one rank's epoch: a resumed run draws what an uninterrupted one would."""
-    return (seed * 1_000_003 + rank) * 10_007 + epoch
+TRAIN_STATE = "train_state.pt"  # optimizer, LR schedule, loss scale, history: for resuming
 
 
 def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
@@ -65,14 +60,12 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     splits = load_splits(spec.data)
     precision = precision_for(spec, device)
-    torch.manual_seed(spec.seed)  # the same initial weights on every rank
+    torch.manual_seed(seeds.stream_seed(spec.seed, seeds.INIT))  # the same weights on every rank
     model = ray.train.torch.prepare_model(
         to_memory_format(build_model(spec.model, splits.info), precision)
     )
-    sampler = DistributedSampler(splits.train, world, rank, shuffle=True, seed=spec.seed)
-    batches = loader(
-        splits.train, p1.batch_size // world, sampler=sampler, settings=loader_settings(spec)
-    )
+    order = phase1_batches(splits.train, spec, rank, world)
+    batches = train_loader(splits.train, order, loader_settings(spec))
     optimizer = sgd(model, p1.lr, p1.momentum, p1.weight_decay)
     steps = len(batches)
     scheduler = lambda_lr(
@@ -84,39 +77,42 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
         ),
     )
     # Restored after DDP wrapping, so optimizer state lands on the parameters' device.
-    history, digest = restore(ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler, rank)
+    history, digest = restore(
+        ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler, precision, rank
+    )
+    resumed_from = len(history)  # after a restart of the group, its last checkpointed epoch
 
     stop_reason = stop_reason_of(history, p1)
     while stop_reason is None:
         epoch = len(history) + 1
-        sampler.set_epoch(epoch)
-        torch.manual_seed(epoch_seed(spec.seed, rank, epoch))  # augmentation draws
+        order.set_epoch(epoch)
+        torch.manual_seed(seeds.phase1_augment(spec.seed, rank, epoch))  # augmentation draws
         lr = optimizer.param_groups[0]["lr"]
         started = time.perf_counter()
         local = train_epoch(model, batches, optimizer, scheduler, device, precision)
-        stats = all_reduce(local)
+        stats = ddp.sum_over_ranks(local, device)
         if not math.isfinite(stats.loss_sum):
-            return divergence(epoch, local, rank)
+            return divergence(epoch, local, device)
         record = epoch_record(epoch, stats, lr, time.perf_counter() - started)
         history.append(record)
         stop_reason = stop_reason_of(history, p1)
         if rank == 0:
             print(progress_line("phase 1", record, p1.max_epochs), flush=True)
             metrics.record_epoch(labels, record, steps)  # all-reduced: the group's numbers
-        digest = report_epoch(unwrap(model), optimizer, scheduler, history, spec, rank, labels)
+        state = resumable_state(optimizer, scheduler, precision, history)
+        digest = report_epoch(unwrap(model), state, spec, rank, labels)
 
     # Ranks' BatchNorm statistics drift apart (each saw its own batches); keep rank 0's, the
     # ones in the checkpoint, so what is evaluated here is exactly what phase 2 starts from.
     # Evaluate the bare module: DDP's forward is a collective, and shards may differ in batches.
     module = unwrap(model)
-    if world > 1:
-        for buffer in module.buffers():
-            dist.broadcast(buffer, src=0)
+    ddp.broadcast_buffers(module)
     test = evaluate_sharded(module, splits.test, spec, rank, world, device, precision)
     val = evaluate_sharded(module, splits.val, spec, rank, world, device, precision)
     return {
         "epochs": len(history),
         "stop_reason": stop_reason,
+        "resumed_from_epoch": resumed_from,
         "train_accuracy": history[-1]["train_accuracy"],
         "train_loss": history[-1]["train_loss"],
         "val_accuracy": val.accuracy if val.count else None,
@@ -125,6 +121,13 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
         "sha256": digest,
         "history": history,
     }
+
+
+def phase1_batches(train: Dataset, spec: Spec, rank: int, world: int) -> EpochBatches:
+    """Rank `rank`'s batches: one permutation per epoch from phase 1's order stream, shared by
+    the ranks, each taking its shard of every global batch of `phase1.batch_size`."""
+    order_seed = partial(seeds.phase1_order, spec.seed)
+    return EpochBatches(train, spec.phase1.batch_size // world, order_seed, rank=rank, world=world)
 
 
 def stop_reason_of(history: list[dict[str, Any]], p1: Any) -> str | None:
@@ -141,6 +144,7 @@ def restore(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    precision: Precision,
     rank: int,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Load the latest checkpoint Ray Train kept, if any; return its history and, on rank 0
@@ -152,62 +156,47 @@ def restore(
         digest = storage.sha256(weights) if rank == 0 else None
         model.load_state_dict(load_state_dict(weights))
         state = load_state_dict(Path(directory) / TRAIN_STATE)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    print(f"phase 1  resuming after epoch {len(state['history'])}", flush=True)
-    return state["history"], digest
+    history = load_resumable_state(state, optimizer, scheduler, precision)
+    print(f"phase 1  resuming after epoch {len(history)}", flush=True)
+    return history, digest
 
 
-def divergence(epoch: int, local: EpochStats, rank: int) -> dict[str, Any]:
+def divergence(epoch: int, local: EpochStats, device: torch.device) -> dict[str, Any]:
     """Every rank saw the non-finite sum: all stop here, and the driver fails the job."""
-    bad = torch.tensor([local.nonfinite_step or 2**31], dtype=torch.int64)
-    if dist.is_initialized():
-        dist.all_reduce(bad, op=dist.ReduceOp.MIN)
-    step = int(bad.item())
-    where = f"epoch {epoch}, step {step}" if step < 2**31 else f"epoch {epoch}"
+    step = ddp.first_bad_step(local.nonfinite_step, device)
+    where = f"epoch {epoch}" if step is None else f"epoch {epoch}, step {step}"
     return {"diverged": f"non-finite training loss at {where}"}
 
 
 def report_epoch(
     module: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    history: list[dict[str, Any]],
+    state: dict[str, Any],
     spec: Spec,
     rank: int,
     labels: metrics.Labels,
 ) -> str | None:
     """Report the epoch's metrics; rank 0 also hands Ray Train a checkpoint: the weights
-    (`model.pt`, a plain state_dict), what resuming needs (`train_state.pt`) and the spec.
-    Returns the weights' SHA-256 on rank 0.
+    (`model.pt`, a plain state_dict), what resuming needs (`train_state.pt`: `resumable_state`)
+    and the spec. Returns the weights' SHA-256 on rank 0.
 
     `ray.train.report` is a barrier: every rank must call it, once per epoch.
     """
+    latest = state["history"][-1]
     if rank != 0:
-        ray.train.report(history[-1])
+        ray.train.report(latest)
         return None
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         saved = save_state_dict(module.state_dict(), Path(tmp) / MODEL_FILE)
         metrics.record_checkpoint(labels, saved, time.perf_counter() - started)
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-        save_state_dict({**state, "history": history}, Path(tmp) / TRAIN_STATE)
+        save_state_dict(state, Path(tmp) / TRAIN_STATE)
         (Path(tmp) / "spec.yaml").write_text(spec.to_yaml())
-        ray.train.report(history[-1], checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        ray.train.report(latest, checkpoint=ray.train.Checkpoint.from_directory(tmp))
     return saved.sha256
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-def all_reduce(stats: EpochStats) -> EpochStats:
-    """Sum a pass's statistics over all ranks (a no-op without a process group)."""
-    if not dist.is_initialized():
-        return stats
-    sums = stats.as_tensor()
-    dist.all_reduce(sums)
-    return EpochStats.from_tensor(sums)
 
 
 def evaluate_sharded(
@@ -221,5 +210,5 @@ def evaluate_sharded(
 ) -> EpochStats:
     """Each rank evaluates every `world`-th example (no padding, so every example counts once)."""
     shard = Subset(dataset, range(rank, len(dataset), world))
-    batches = loader(shard, spec.phase3.batch_size, settings=loader_settings(spec))
-    return all_reduce(evaluate(model, batches, device, precision))
+    batches = eval_loader(shard, spec.phase3.batch_size, loader_settings(spec))
+    return ddp.sum_over_ranks(evaluate(model, batches, device, precision), device)

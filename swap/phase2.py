@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import Dataset
 
+from swap import seeds
 from swap.checkpoints import (
     MODEL_FILE,
     load_progress,
@@ -21,7 +22,7 @@ from swap.checkpoints import (
     save_progress,
     save_state_dict,
 )
-from swap.data import load_splits, loader, loader_settings
+from swap.data import EpochBatches, eval_loader, load_splits, loader_settings, train_loader
 from swap.errors import DivergenceError
 from swap.models import build_model
 from swap.schedules import PHASE2_SCHEDULES, lambda_lr
@@ -30,8 +31,10 @@ from swap.storage import join
 from swap.training import (
     epoch_record,
     evaluate,
+    load_resumable_state,
     precision_for,
     progress_line,
+    resumable_state,
     sgd,
     to_memory_format,
     train_epoch,
@@ -46,15 +49,6 @@ class Progress(Protocol):
     def checkpoint(self, saved: Any, seconds: float) -> None: ...  # save_state_dict's return
 
 
-def worker_seed(spec: Spec, index: int) -> int:
-    return spec.seed + 1 + index
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """One epoch's RNG seed: a resumed worker draws what an uninterrupted one would."""
-    return seed * 10_007 + epoch
-
-
 def phase2_worker(
     spec: Spec,
     index: int,
@@ -65,14 +59,15 @@ def phase2_worker(
 ) -> dict[str, Any]:
     """Train worker `index` from the phase-1 weights in `phase1_dir` and save its own.
 
-    Its seed (`seed + 1 + index`) drives its data order and augmentation. The optimizer starts
+    Its own streams (swap.seeds: `phase2_order`, `phase2_augment`) drive its data order and
+    augmentation, a fresh draw each epoch, unrelated to any other worker's or to phase 1's
+    (`results.json` records their root, `worker_seed`). The optimizer starts
     fresh: phase 1's momentum belongs to a different batch size and learning rate. After
     every epoch the worker commits a resumable checkpoint to its directory in the run; a rerun
     (after its process or node died) continues from there. A NaN or infinite loss raises
     DivergenceError: that worker is lost, not retried.
     """
     p2 = spec.phase2
-    seed = worker_seed(spec, index)
     directory = phase2_dir(run_dir, index)
     started = time.perf_counter()
     device = torch.device("cuda" if spec.resources.use_gpu else "cpu")
@@ -80,15 +75,13 @@ def phase2_worker(
     splits = load_splits(spec.data)
     precision, feed = precision_for(spec, device), loader_settings(spec)
     committed = load_progress(directory)  # a rerun continues after its last committed epoch
-    torch.manual_seed(seed)
-    model = build_model(spec.model, splits.info)
+    model = build_model(spec.model, splits.info)  # its weights come from phase 1 or `committed`
     if committed is None:
         model.load_state_dict(load_state_dict(Path(phase1_dir) / MODEL_FILE, phase1_sha256))
     model = to_memory_format(model.to(device), precision)
 
-    # A one-replica DistributedSampler: a seeded shuffle per epoch, reproducible on resume.
-    sampler = DistributedSampler(splits.train, num_replicas=1, rank=0, shuffle=True, seed=seed)
-    batches = loader(splits.train, p2.batch_size, sampler=sampler, settings=feed)
+    order = phase2_batches(splits.train, spec, index)
+    batches = train_loader(splits.train, order, feed)
     optimizer = sgd(model, p2.lr, spec.phase2_momentum, spec.phase2_weight_decay)
     schedule = partial(PHASE2_SCHEDULES[p2.schedule], total_steps=p2.epochs * len(batches))
     scheduler = lambda_lr(optimizer, schedule)
@@ -96,8 +89,8 @@ def phase2_worker(
     resumed_from = len(history)
 
     for epoch in range(len(history) + 1, p2.epochs + 1):
-        sampler.set_epoch(epoch)
-        torch.manual_seed(epoch_seed(seed, epoch))
+        order.set_epoch(epoch)
+        torch.manual_seed(seeds.phase2_augment(spec.seed, index, epoch))
         lr = optimizer.param_groups[0]["lr"]
         epoch_started = time.perf_counter()
         try:
@@ -108,24 +101,21 @@ def phase2_worker(
             raise DivergenceError(f"phase-2 worker {index}: epoch {epoch}, {exc}") from None
         history.append(epoch_record(epoch, stats, lr, time.perf_counter() - epoch_started))
         print(progress_line(f"phase 2  worker {index}", history[-1], p2.epochs), flush=True)
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "history": history}  # fmt: skip
-        if precision.scaler is not None:
-            state["scaler"] = precision.scaler.state_dict()
-        save_progress(directory, epoch, state)
+        state = resumable_state(optimizer, scheduler, precision, history)
+        save_progress(directory, epoch, {"model": model.state_dict(), **state})
         if progress:
             progress.epoch(history[-1], len(batches))
 
     bs = spec.phase3.batch_size
-    test = evaluate(model, loader(splits.test, bs, settings=feed), device, precision)
-    val = evaluate(model, loader(splits.val, bs, settings=feed), device, precision)
+    test = evaluate(model, eval_loader(splits.test, bs, feed), device, precision)
+    val = evaluate(model, eval_loader(splits.val, bs, feed), device, precision)
     saving = time.perf_counter()
     saved = save_state_dict(model.state_dict(), join(directory, MODEL_FILE))
     if progress:
         progress.checkpoint(saved, time.perf_counter() - saving)
     return {
         "index": index,
-        "seed": seed,
+        "seed": seeds.worker_seed(spec.seed, index),
         "status": "finished",
         "train_accuracy": history[-1]["train_accuracy"],
         "val_accuracy": val.accuracy if val.count else None,
@@ -137,6 +127,12 @@ def phase2_worker(
         "sha256": saved.sha256,
         "history": history,
     }
+
+
+def phase2_batches(train: Dataset, spec: Spec, index: int) -> EpochBatches:
+    """Worker `index`'s batches of `phase2.batch_size`, a new order each epoch from its stream."""
+    order_seed = partial(seeds.phase2_order, spec.seed, index)
+    return EpochBatches(train, spec.phase2.batch_size, order_seed)
 
 
 def resume(
@@ -151,9 +147,6 @@ def resume(
     if state is None:
         return []
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if precision.scaler is not None and "scaler" in state:
-        precision.scaler.load_state_dict(state["scaler"])
-    print(f"phase 2  worker resuming after epoch {len(state['history'])}", flush=True)
-    return state["history"]
+    history = load_resumable_state(state, optimizer, scheduler, precision)
+    print(f"phase 2  worker resuming after epoch {len(history)}", flush=True)
+    return history

@@ -11,10 +11,11 @@ from typing import Any
 
 import torch
 
+from swap import seeds
 from swap.averaging import average_state_dicts
 from swap.bn import refresh_bn
 from swap.checkpoints import MODEL_FILE, load_state_dict, save_state_dict, verify
-from swap.data import load_splits, loader, loader_settings
+from swap.data import eval_loader, load_splits, loader_settings
 from swap.errors import JobFailed, SwapError
 from swap.models import build_model
 from swap.spec import Spec
@@ -55,15 +56,16 @@ def phase3_coordinator(
     model = to_memory_format(model.to(device), precision)
 
     bs = spec.phase3.batch_size
-    test_batches = loader(splits.test, bs, settings=feed)
-    val_batches = loader(splits.val, bs, settings=feed)
+    test_batches = eval_loader(splits.test, bs, feed)
+    val_batches = eval_loader(splits.val, bs, feed)
     before = evaluate(model, test_batches, device, precision)
     val_before = evaluate(model, val_batches, device, precision)
 
     bn_seconds, bn_batches = 0.0, 0
     if spec.phase3.bn_refresh:
         bn_started = time.perf_counter()
-        batches = loader(splits.train_plain, bs, shuffle_seed=spec.seed, settings=feed)
+        shuffle = seeds.stream_seed(spec.seed, "phase3", seeds.BN)
+        batches = eval_loader(splits.train_plain, bs, feed, shuffle_seed=shuffle)
         if spec.phase3.bn_batches is not None:
             batches = itertools.islice(batches, spec.phase3.bn_batches)
         bn_batches = refresh_bn(

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from swap.catalog import DATASET_FACTS, held_out
 from swap.errors import SpecError
 
 
@@ -101,6 +102,22 @@ class Data(Section):
         if value and dataset is not None and dataset not in FILE_DATASETS:
             names = ", ".join(FILE_DATASETS)
             raise ValueError(f"only torchvision's data sets download ({names}), not {dataset}")
+        return value
+
+    @field_validator("augment")
+    @classmethod
+    def _plain_view_reachable(cls, value: bool, info: ValidationInfo) -> bool:
+        from swap.user_code import accepts, import_function, is_reference
+
+        dataset = info.data.get("dataset")
+        custom = value and dataset is not None and is_reference(dataset)
+        if custom and not accepts(import_function(dataset), "augment"):
+            raise ValueError(
+                f"{dataset} takes no `augment` argument, so swap cannot get the examples "
+                "without augmentation that it validates on and refreshes BatchNorm with: "
+                "give it an `augment` parameter (swap calls it with augment=False for "
+                "those), or set data.augment: false if its examples are not augmented"
+            )
         return value
 
     @field_validator("train_dir", "test_dir", "image_size", "resize")
@@ -222,7 +239,9 @@ class Phase3(Section):
 class Resources(Section):
     use_gpu: StrictBool = False  # one GPU per worker; DDP over NCCL instead of gloo
     cpus_per_worker: PositiveNumber = 1  # Ray CPUs per worker, in every phase (fractions allowed)
-    gpus_per_worker: PositiveNumber = 1  # Ray GPUs per worker when use_gpu (fractions allowed)
+    # Ray GPUs per phase-2 worker and for the coordinator when use_gpu; a fraction shares a GPU.
+    # A phase-1 rank always takes one whole GPU: NCCL cannot run two ranks on one GPU.
+    gpus_per_worker: PositiveNumber = 1
     custom: dict[
         StrictStr, NonNegativeNumber
     ] = {}  # other Ray resources per worker: {name: amount}
@@ -234,6 +253,13 @@ class Resources(Section):
     # Autocast dtype of forward passes: none (float32), bf16, or fp16 (GPU only; adds loss
     # scaling). Training, evaluation and the BN refresh all run under it.
     amp: Literal["none", "bf16", "fp16"] = "none"
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _at_most_one(cls, value: float) -> float:
+        if value > 1:
+            raise ValueError("must be at most 1: a worker trains on one GPU (fractions share one)")
+        return value
 
     @field_validator("amp")
     @classmethod
@@ -261,7 +287,7 @@ class RuntimeEnv(Section):
 
 class Spec(Section):
     name: StrictStr  # run name; a safe file name
-    seed: NonNegativeInt = 0  # phase 1 uses it; phase-2 worker i uses seed + 1 + i
+    seed: NonNegativeInt = 0  # every random stream of the job is split from it (swap.seeds)
     data: Data = Data()
     model: Model = Model()
     phase1: Phase1 = Phase1()
@@ -339,9 +365,35 @@ def parse_spec(text: str, source: str, overrides: list[str] | tuple[str, ...] = 
 
 def spec_from_dict(raw: dict[str, Any], source: str = "<spec>") -> Spec:
     try:
-        return Spec.model_validate(raw)
+        spec = Spec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError([_describe(source, error) for error in exc.errors()]) from None
+    facts = DATASET_FACTS.get(spec.data.dataset)
+    if facts is not None:  # a built-in set: its published size is known before reading it
+        check_batch_sizes(spec, facts.train_size, source)
+    return spec
+
+
+def check_batch_sizes(spec: Spec, train_size: int, source: str) -> None:
+    """Raise a SpecError if a phase's batch is larger than the training examples left after
+    the validation split (out of `train_size`): training drops a partial last batch, so such
+    an epoch would have no step at all."""
+    held = held_out(train_size, spec.data.val_fraction)
+    examples = train_size - held
+    of = f"{spec.data.dataset}: {train_size:,}" + (
+        f" less {held:,} held out by data.val_fraction" if held else ""
+    )
+    problems = [
+        f"{source}: {field}: {size:,} examples per step is more than the {examples:,} training "
+        f"examples ({of}), so an epoch would have no full batch; use at most {examples:,}"
+        for field, size in (
+            ("phase1.batch_size", spec.phase1.batch_size),
+            ("phase2.batch_size", spec.phase2.batch_size),
+        )
+        if size > examples
+    ]
+    if problems:
+        raise SpecError(problems)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str):

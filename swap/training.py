@@ -76,8 +76,10 @@ class EpochStats:
     def accuracy(self) -> float:
         return self.correct / max(1, self.count)
 
-    def as_tensor(self) -> Tensor:
-        return torch.tensor([self.loss_sum, self.correct, self.count], dtype=torch.float64)
+    def as_tensor(self, device: torch.device) -> Tensor:
+        """The sums as one float64 tensor on `device`, to be reduced over ranks."""
+        values = [self.loss_sum, self.correct, self.count]
+        return torch.tensor(values, dtype=torch.float64, device=device)
 
     @classmethod
     def from_tensor(cls, sums: Tensor) -> EpochStats:
@@ -119,6 +121,34 @@ class Tally:
 
 def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def resumable_state(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    precision: Precision,
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """What continuing a training run needs besides its weights: the optimizer's momentum, the
+    LR schedule's position, fp16's loss scale, and the epochs so far. Both phases save it."""
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    if precision.scaler is not None:
+        state["scaler"] = precision.scaler.state_dict()
+    return {**state, "history": history}
+
+
+def load_resumable_state(
+    state: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    precision: Precision,
+) -> list[dict[str, Any]]:
+    """Load what `resumable_state` saved; return the epochs' history."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if precision.scaler is not None and "scaler" in state:
+        precision.scaler.load_state_dict(state["scaler"])
+    return state["history"]
 
 
 def train_epoch(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 CALLS: list[dict] = []  # the keywords each data set function was called with
 
@@ -19,6 +19,45 @@ def tensor_sets(root=None, augment=True):
     labels = torch.arange(24) % 3
     train_images = images + 100 if augment else images
     return TensorDataset(train_images, labels), TensorDataset(images[:8], labels[:8])
+
+
+FETCHED: list[tuple[int, float]] = []  # (index, noise drawn) per training example fetched
+
+
+class NoisyDigits(Dataset):
+    """Examples of `images` with Gaussian noise of a random scale drawn per example from torch's
+    RNG (a per-example random augmentation); each fetch is logged in FETCHED when `record`."""
+
+    def __init__(self, images, labels, noise: bool, record: bool):
+        self.images, self.labels, self.noise, self.record = images, labels, noise, record
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        image = self.images[index]
+        scale = torch.rand(()).item() if self.noise else 0.0
+        if self.record:
+            FETCHED.append((index, scale))
+        return image + scale * torch.randn_like(image), self.labels[index]
+
+
+def noisy_digits(augment=True, record=False):
+    """scikit-learn's digits (1,437 training, 360 test images, as swap splits them), normalized,
+    with random noise as the augmentation."""
+    from swap.data import load_splits
+    from swap.spec import Data
+
+    splits = load_splits(Data(augment=False, val_fraction=0))
+    train, test = splits.train, splits.test
+    return (
+        NoisyDigits(train.images, train.labels, noise=augment, record=record),
+        NoisyDigits(test.images, test.labels, noise=False, record=False),
+    )
+
+
+def recorded_noisy_digits(augment=True):
+    return noisy_digits(augment, record=augment)
 
 
 def no_keywords():
@@ -54,3 +93,17 @@ def not_a_module(num_classes: int):
 
 
 NOT_CALLABLE = 3
+
+
+def cifar_shaped(augment=True, train=5000, test=1000):
+    """CIFAR-shaped synthetic data (3 x 32 x 32, 10 classes, normalized noise around a class
+    mean), for GPU checks and throughput: no download. Fixed seed; nothing to augment."""
+    generator = torch.Generator().manual_seed(0)
+    means = torch.randn(10, 3, 1, 1, generator=generator)
+
+    def make(n: int) -> TensorDataset:
+        labels = torch.randint(0, 10, (n,), generator=generator)
+        images = means[labels] + torch.randn(n, 3, 32, 32, generator=generator)
+        return TensorDataset(images, labels)
+
+    return make(train), make(test)

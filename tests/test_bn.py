@@ -73,10 +73,14 @@ def test_restores_momentum_and_mode_and_skips_models_without_bn():
     assert all(torch.equal(before[k], v) for k, v in plain.state_dict().items())
 
 
-def test_leaves_no_autograd_graph_and_weights_untouched():
+def test_builds_no_autograd_graph_and_leaves_the_weights_untouched():
     model = net()
     weights = {k: v.clone() for k, v in model.named_parameters()}
+    graphs = []  # per forward pass: whether its output is part of an autograd graph
+    model.register_forward_hook(lambda module, args, out: graphs.append(out.requires_grad))
     refresh_bn(model, data().tensors[0].split(32))
+    assert graphs == [False, False, False]  # 70 images in batches of 32
+    assert model(data().tensors[0][:2]).requires_grad  # the hook sees a graph when there is one
     for key, value in model.named_parameters():
         assert torch.equal(value, weights[key]) and value.grad is None
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from swap.data import dataset_info, ensure_data, load_splits, loader, prepare_data
+from swap.data import dataset_info, ensure_data, load_splits, prepare_data
 from swap.datasets import files
 from swap.datasets.folder import folder_transforms
-from swap.errors import SwapError
+from swap.errors import SpecError, SwapError
 from swap.spec import Data
 
 from . import custom_code
@@ -224,7 +224,22 @@ def test_custom_function_gets_root_and_augment_and_its_shape_is_inferred(tmp_pat
     index = splits.train.indices[0]
     torch.testing.assert_close(splits.train[0][0], splits.train_plain[0][0] + 100)
     assert int(splits.train[0][1]) == index % 3
-    assert len(load_splits(Data(dataset="tests.custom_code:no_keywords")).test) == 2
+    # Declared un-augmented, a function without `augment` is called once, for every view.
+    plain = load_splits(Data(dataset="tests.custom_code:no_keywords", augment=False))
+    assert len(plain.test) == 2 and plain.train.dataset is plain.train_plain.dataset
+
+
+def test_a_custom_function_without_augment_must_say_its_examples_are_plain(tmp_path, capsys):
+    from swap.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\ndata: {dataset: 'tests.custom_code:no_keywords'}\n")
+    assert main(["validate", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"swap: error: {path}: data.augment: tests.custom_code:no_keywords takes no `augment` "
+        "argument, so swap cannot get the examples without augmentation"
+    )
+    assert main(["validate", str(path), "data.augment=false"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -235,39 +250,64 @@ def test_custom_function_gets_root_and_augment_and_its_shape_is_inferred(tmp_pat
     ],
 )
 def test_custom_function_returning_the_wrong_thing(function, message):
-    data = Data(dataset=f"tests.custom_code:{function}")
+    data = Data(dataset=f"tests.custom_code:{function}", augment=False)
     with pytest.raises(SwapError, match=f"^data.dataset: tests.custom_code:{function}.*{message}"):
         load_splits(data)
 
 
 def test_prepare_data_makes_paths_absolute_where_the_job_starts(tmp_path, monkeypatch):
-    fd.write_cifar10(tmp_path / "here", per_batch=1, test=2)
+    fd.write_cifar10(tmp_path / "here", per_batch=30, test=2)  # 135 training, 15 held out
     monkeypatch.chdir(tmp_path)
     spec = tiny_spec(tmp_path, data={"dataset": "cifar10", "root": "here"})
     assert spec.data.root == "here"
     prepared = prepare_data(spec)
     assert prepared.data.root == str(tmp_path / "here")
     assert prepared.phase1 == spec.phase1
+    # The files hold fewer images than CIFAR-10 publishes: a batch is checked against them.
+    too_big = tiny_spec(
+        tmp_path, data={"dataset": "cifar10", "root": "here"}, phase2={"batch_size": 136}
+    )
+    with pytest.raises(SpecError) as raised:
+        prepare_data(too_big)
+    assert raised.value.problems == [
+        "data set cifar10: phase2.batch_size: 136 examples per step is more than the 135 "
+        "training examples (cifar10: 150 less 15 held out by data.val_fraction), so an epoch "
+        "would have no full batch; use at most 135"
+    ]
     default = tiny_spec(tmp_path, data={"dataset": "mnist"})
     assert default.data.root == "data"  # null means ./data for torchvision's sets
     with pytest.raises(SwapError, match=f"under data.root {tmp_path / 'data'} "):
         prepare_data(default)
 
 
-def test_loader_workers_persist_and_are_a_function_of_the_seed(cifar_root):
-    from swap.data import LoaderSettings
+def test_loader_processes_draw_what_the_training_process_would_and_a_resumed_epoch_too(
+    cifar_root,
+):
+    from functools import partial
 
-    splits = load_splits(Data(dataset="cifar10", root=str(cifar_root), augment=False))
-    settings = LoaderSettings(workers=2)
-    with_workers = [loader(splits.train, 8, shuffle_seed=3, settings=settings) for _ in range(2)]
-    assert with_workers[0].persistent_workers and with_workers[0].num_workers == 2
-    epochs = [[list(each) for each in with_workers] for _ in range(2)]  # 2nd: same processes
-    in_process = list(loader(splits.train, 8, shuffle_seed=3))
-    for first, second in epochs:
-        assert len(first) == len(second) == 5
-        for (x, y), (x2, y2) in zip(first, second, strict=True):
+    from swap.data import EpochBatches, LoaderSettings, train_loader
+    from swap.seeds import phase2_order
+
+    # Augmented: a random crop and flip per example, drawn in the loader processes.
+    train = load_splits(Data(dataset="cifar10", root=str(cifar_root))).train
+
+    def epochs(workers: int, first: int, last: int) -> list[list[tuple[torch.Tensor, ...]]]:
+        order = EpochBatches(train, 8, partial(phase2_order, 0, 0))
+        batches = train_loader(train, order, LoaderSettings(workers=workers))
+        assert batches.persistent_workers == (workers > 0) and len(batches) == 4  # 36 // 8
+        passes = []
+        for epoch in range(first, last + 1):
+            order.set_epoch(epoch)
+            passes.append(list(batches))
+        return passes
+
+    in_process, two_processes = epochs(0, 1, 3), epochs(2, 1, 3)
+    resumed = epochs(2, 3, 3)  # a new loader (new processes) starting at epoch 3
+    for a, b in zip([*in_process, in_process[2]], [*two_processes, *resumed], strict=True):
+        for (x, y), (x2, y2) in zip(a, b, strict=True):
             assert torch.equal(x, x2) and torch.equal(y, y2)
-    for (x, y), (x0, y0) in zip(epochs[0][0], in_process, strict=True):
-        assert torch.equal(x, x0) and torch.equal(y, y0)
-    labels = [torch.cat([y for _, y in epoch[0]]) for epoch in epochs]
+    labels = [torch.cat([y for _, y in epoch]) for epoch in in_process]
     assert not torch.equal(labels[0], labels[1])  # a new order each epoch
+    first = [x for x, _ in in_process[0]]
+    again = [x for x, _ in epochs(0, 1, 1)[0]]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))  # reproducible

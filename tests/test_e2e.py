@@ -17,6 +17,8 @@ import swap
 from swap.checkpoints import MODEL_FILE, new_run_dir
 from swap.job import run_job
 from swap.launch import run_phase1
+from swap.phase2 import phase2_worker
+from swap.seeds import worker_seed
 
 from .conftest import tiny_spec
 
@@ -48,7 +50,7 @@ def test_results_json_has_every_documented_field(finished):
     assert saved["phase2"]["seconds"] > 0
     workers = saved["phase2"]["workers"]
     assert [w["index"] for w in workers] == [0, 1, 2]
-    assert [w["seed"] for w in workers] == [1, 2, 3]
+    assert [w["seed"] for w in workers] == [worker_seed(0, i) for i in range(3)]
     for w in workers:
         assert w["status"] == "finished" and w["seconds"] > 0
         assert {"test_accuracy", "checkpoint", "node_id", "samples_per_second"} <= set(w)
@@ -77,6 +79,26 @@ def test_run_ends_with_its_report_plots(finished):
     ended = [h["ended_at"] for h in results["phase1"]["history"]]  # the job's timeline
     assert ended and ended == sorted(ended)
     assert ended[-1] - ended[0] <= results["phase1"]["seconds"]
+
+
+def test_a_worker_is_a_function_of_the_phase1_weights_and_its_index(finished, tmp_path):
+    # Run worker 1 again, here, outside Ray, from the same phase-1 checkpoint: Ray placed the
+    # work and moved the weights but computed nothing else, so the weights are the same bits.
+    spec, results, _ = finished
+    ran = results["phase2"]["workers"][1]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the Ray task (OMP_NUM_THREADS=1 for half a CPU)
+    try:
+        again = phase2_worker(spec, 1, Path(results["phase1"]["checkpoint"]), str(tmp_path))
+    finally:
+        torch.set_num_threads(threads)
+    assert again["history"] == [{**h, "seconds": again["history"][i]["seconds"],
+                                 "ended_at": again["history"][i]["ended_at"]}
+                                for i, h in enumerate(ran["history"])]  # fmt: skip
+    ours, theirs = load(again["checkpoint"]), load(ran["checkpoint"])
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key
 
 
 def test_workers_fork_and_diverge_from_phase1(finished):

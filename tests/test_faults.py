@@ -1,18 +1,27 @@
-"""Real faults against a real driver process: a phase-2 worker SIGKILLed mid-epoch, and the
-driver itself SIGKILLed during phase 2 and then resumed. Run: pytest tests/test_faults.py
+"""Real faults: a phase-1 rank SIGKILLed mid-run; against a real driver process, a phase-2
+worker SIGKILLed mid-epoch, and the driver itself SIGKILLed during phase 2 and then resumed.
+
+Run: pytest tests/test_faults.py
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from .conftest import REPO
+import torch
+
+from swap.checkpoints import MODEL_FILE, new_run_dir
+from swap.launch import run_phase1
+
+from .conftest import REPO, tiny_spec
 
 SWAP = Path(sys.executable).parent / "swap"
 # Phase-2 epochs of a second or so on 2 CPUs: slow enough to be caught in the middle.
@@ -133,3 +142,53 @@ def test_resume_with_a_different_spec_is_refused(tmp_path):
     assert f"--resume: the spec differs from {run}/spec.yaml at phase2.workers (4 there" in (
         proc.stderr
     )
+
+
+def checkpointed_epochs(run_dir: str) -> int:
+    """The epochs in the newest phase-1 checkpoint Ray Train has persisted (0 if none yet)."""
+    done = 0
+    for state in Path(run_dir, "phase1").glob("checkpoint_*/train_state.pt"):
+        with contextlib.suppress(Exception):  # still being copied into place
+            done = max(done, len(torch.load(state, weights_only=True)["history"]))
+    return done
+
+
+def phase1_rank_pids() -> list[int]:
+    import ray._private.state  # Ray's GCS actor table: no dashboard needed
+
+    return [
+        actor["Pid"]
+        for actor in ray._private.state.actors().values()
+        if "TrainWorker" in actor["ActorClassName"] and actor["State"] == "ALIVE"
+    ]
+
+
+def test_a_killed_phase1_rank_restarts_the_group_from_its_last_epoch_exactly(local_ray, tmp_path):
+    spec = tiny_spec(tmp_path, phase1={"batch_size": 32, "max_epochs": 6, "max_failures": 1})
+    whole, checkpoint = run_phase1(spec, new_run_dir(spec.output.dir, spec.name))
+    expected = torch.load(Path(checkpoint.path) / MODEL_FILE, weights_only=True)
+
+    run_dir = new_run_dir(spec.output.dir, spec.name)
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=run_phase1(spec, run_dir)))
+    thread.start()
+    deadline = time.monotonic() + 120
+    while checkpointed_epochs(run_dir) < 2:
+        assert thread.is_alive() and time.monotonic() < deadline, "no second epoch to kill after"
+        time.sleep(0.05)
+    pids = phase1_rank_pids()
+    assert len(pids) == 2
+    os.kill(pids[1], signal.SIGKILL)
+    thread.join(timeout=300)
+    assert "result" in outcome, "phase 1 did not finish after the restart"
+    resumed, checkpoint = outcome["result"]
+
+    # Epoch 2's checkpoint was on disk; Ray Train counts one once its controller has taken the
+    # report, which it has done for epoch 1 before epoch 2's report could return.
+    assert 1 <= resumed["resumed_from_epoch"] < 6 and whole["resumed_from_epoch"] == 0
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4, 5, 6]
+    weights = torch.load(Path(checkpoint.path) / MODEL_FILE, weights_only=True)
+    for key in expected:
+        assert torch.equal(weights[key], expected[key]), key  # as if never interrupted
+    losses = [(h["train_loss"], h["train_accuracy"]) for h in resumed["history"]]
+    assert losses == [(h["train_loss"], h["train_accuracy"]) for h in whole["history"]]

@@ -13,8 +13,18 @@ import torch
 from torch import nn
 
 from swap.bn import refresh_bn
+from swap.checkpoints import load_state_dict, save_state_dict
 from swap.spec import spec_from_dict
-from swap.training import Precision, evaluate, precision_for, sgd, to_memory_format, train_epoch
+from swap.training import (
+    Precision,
+    evaluate,
+    load_resumable_state,
+    precision_for,
+    resumable_state,
+    sgd,
+    to_memory_format,
+    train_epoch,
+)
 
 CPU = torch.device("cpu")
 
@@ -120,3 +130,28 @@ def test_precision_follows_the_spec():
     assert none.autocast_dtype is None and none.scaler is None
     fp16 = precision_for(spec(amp="fp16", use_gpu=True), CPU)  # a GPU spec, built on CPU here
     assert fp16.autocast_dtype is torch.float16 and isinstance(fp16.scaler, torch.amp.GradScaler)
+
+
+def test_a_resumed_run_keeps_the_loss_scale_momentum_and_schedule(tmp_path):
+    # Both phases checkpoint through resumable_state; fp16's scale is part of it, or a resumed
+    # run would start over at 2**16 and skip steps an uninterrupted one takes.
+    model = net()
+    optimizer = sgd(model, 0.1, 0.9, 0.0)
+    scheduler = constant_lr(optimizer)
+    train_epoch(model, batches(2), optimizer, scheduler, CPU)  # two steps: momentum
+    precision = Precision(torch.float16, torch.amp.GradScaler("cpu", init_scale=2.0**60))
+    train_epoch(model, batches(1), optimizer, scheduler, CPU, precision)
+    assert precision.scaler.get_scale() == 2.0**59  # halved by an overflowing step
+    history = [{"epoch": 1}]
+    saved = save_state_dict(resumable_state(optimizer, scheduler, precision, history),
+                            tmp_path / "state.pt")  # fmt: skip
+
+    resumed = Precision(torch.float16, torch.amp.GradScaler("cpu"))
+    optimizer2 = sgd(model, 0.1, 0.9, 0.0)
+    scheduler2 = constant_lr(optimizer2)
+    loaded = load_state_dict(saved.location, saved.sha256)
+    assert load_resumable_state(loaded, optimizer2, scheduler2, resumed) == history
+    assert resumed.scaler.get_scale() == 2.0**59
+    assert scheduler2.last_epoch == scheduler.last_epoch == 3
+    momentum = optimizer.state_dict()["state"][0]["momentum_buffer"]
+    torch.testing.assert_close(optimizer2.state_dict()["state"][0]["momentum_buffer"], momentum)

@@ -64,6 +64,25 @@ def test_an_interrupted_worker_resumes_exactly(tmp_path):
     assert files == ["model.pt", "progress-epoch3.pt", "progress.json"]
 
 
+def test_a_worker_resumes_exactly_with_random_augmentation_in_loader_processes(tmp_path):
+    # The noise is drawn per example in a persistent loader process: its draws must not depend
+    # on how many epochs that process has served (a resumed run's processes are new).
+    spec = tiny_spec(
+        tmp_path,
+        data={"dataset": "tests.custom_code:noisy_digits", "loader_workers": 1},
+        phase2={"epochs": 3, "batch_size": 128},
+    )
+    digest = phase1_weights(spec, tmp_path / "p1")
+    whole = phase2_worker(spec, 0, tmp_path / "p1", str(tmp_path / "a"), phase1_sha256=digest)
+    with pytest.raises(Interrupt):
+        phase2_worker(spec, 0, tmp_path / "p1", str(tmp_path / "b"), StopAfter(1), digest)
+    resumed = phase2_worker(spec, 0, tmp_path / "p1", str(tmp_path / "b"), phase1_sha256=digest)
+    assert resumed["resumed_from_epoch"] == 1
+    a, b = load_state_dict(whole["checkpoint"]), load_state_dict(resumed["checkpoint"])
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def test_a_corrupted_phase1_checkpoint_is_not_loaded(tmp_path):
     spec = tiny_spec(tmp_path)
     digest = phase1_weights(spec, tmp_path / "p1")

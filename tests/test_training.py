@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from swap.data import fetches_batches, loader
+from swap.data import EvenBatches, eval_loader, fetches_batches
 from swap.datasets.common import Images, normalize_to_float
 from swap.errors import DivergenceError
 from swap.training import CHECK_EVERY, evaluate, sgd, train_epoch
@@ -112,19 +112,20 @@ def test_in_memory_images_come_a_batch_at_a_time_with_the_same_batches(shuffle_s
     dataset = images()
     assert fetches_batches(dataset) and fetches_batches(Subset(dataset, range(0, 23, 2)))
     assert not fetches_batches(images(transform=lambda x: x + 1))
-    fast = list(loader(dataset, 5, shuffle_seed=shuffle_seed))
-    generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
-    slow = list(DataLoader(dataset, 5, shuffle=generator is not None, generator=generator))
-    assert [len(y) for _, y in fast] == [5, 5, 5, 5, 3]
+    fast = list(eval_loader(dataset, 5, shuffle_seed=shuffle_seed))
+    slow = list(DataLoader(dataset, batch_sampler=EvenBatches(23, 5, shuffle_seed)))
+    assert [len(y) for _, y in fast] == [5, 5, 5, 4, 4]  # every example, sizes at most 1 apart
+    if shuffle_seed is None:
+        assert torch.equal(torch.cat([y for _, y in fast]), dataset.labels)
     for (x, y), (x_ref, y_ref) in zip(fast, slow, strict=True):
         assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
 
 
 def test_a_subset_and_a_transform_still_load():
     shard = Subset(images(), range(1, 23, 2))
-    (x, y), *_ = loader(shard, 4)
+    (x, y), *_ = eval_loader(shard, 4)
     assert torch.equal(y, torch.tensor([1, 3, 0, 2])) and x.shape == (4, 1, 4, 4)
-    (x, _), *_ = loader(images(transform=lambda image: image * 0), 4)
+    (x, _), *_ = eval_loader(images(transform=lambda image: image * 0), 4)
     assert x.shape == (4, 1, 4, 4) and not x.any()
 
 
@@ -136,7 +137,30 @@ def test_a_normalizing_transform_gives_a_batch_what_it_gives_each_image():
     plain = normalize_to_float((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
     batched = Images(images, torch.arange(11) % 3, plain, batchable=True)
     assert fetches_batches(batched) and not fetches_batches(Images(images, batched.labels, plain))
-    fast = list(loader(batched, 4))
+    fast = list(eval_loader(batched, 4))
     slow = list(DataLoader(batched, 4))
     for (x, y), (x_ref, y_ref) in zip(fast, slow, strict=True):
         assert x.dtype == torch.float32 and torch.equal(x, x_ref) and torch.equal(y, y_ref)
+
+
+def test_evaluation_and_bn_refresh_batches_keep_every_example_and_never_leave_one_alone():
+    sizes = {n: [len(b) for b in EvenBatches(n, 256)] for n in (257, 512, 513, 1293, 5)}
+    assert sizes == {257: [129, 128], 512: [256, 256], 513: [171] * 3,
+                     1293: [216] * 3 + [215] * 3, 5: [5]}  # fmt: skip
+    shuffled = [i for batch in EvenBatches(1293, 256, shuffle_seed=3) for i in batch]
+    assert sorted(shuffled) == list(range(1293)) and shuffled != sorted(shuffled)
+
+
+def test_training_batches_are_full_and_the_partial_last_one_is_dropped():
+    from swap.data import EpochBatches
+
+    data = images()  # 23 examples
+    one = EpochBatches(data, 5, lambda epoch: epoch)
+    assert len(one) == 4 and [len(b) for b in one] == [5, 5, 5, 5]
+    two = [EpochBatches(data, 3, lambda epoch: epoch, rank=r, world=2) for r in range(2)]
+    assert [len(s) for s in two] == [3, 3]  # 23 // 6 global batches, 3 per rank each
+    first = [list(s) for s in two]
+    for a, b in zip(*first, strict=True):
+        assert len(a) == len(b) == 3 and not set(a) & set(b)
+    with pytest.raises(ValueError, match="23 examples make no batch of 24 x 1"):
+        EpochBatches(data, 24, lambda epoch: epoch)
