@@ -1,15 +1,20 @@
-# make run: create .venv, install, run the quickstart on a local Ray. make test: the test suite.
+# make run: create .venv, install, run the quickstart on a local Ray. make test: the test suite
+# (tests/unit, then tests/integration: real Ray clusters, Prometheus, kills); make test-unit: the
+# unit tests alone (no Ray, no servers, no subprocesses), the inner loop.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test test-unit lint clean
 
 run: $(VENV)/.installed
 	$(BIN)/swap run configs/quickstart.yaml
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests/unit tests/integration
+
+test-unit: $(VENV)/.installed
+	$(BIN)/python -m pytest tests/unit
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

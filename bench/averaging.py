@@ -92,7 +92,7 @@ def resnet50() -> torch.nn.Module:
 def write_checkpoints(directory: Path, workers: int) -> tuple[int, int]:
     """W state dicts of one ResNet-50, each perturbed differently, saved the way swap saves
     a phase-2 worker's weights. Returns (bytes of one model's state dict, parameters)."""
-    from swap.checkpoints import save_state_dict
+    from swap.rundir import save_state_dict
 
     model = resnet50()
     state = model.state_dict()
@@ -138,7 +138,7 @@ def run_arm(arm: str, directory: str) -> dict[str, float]:
     from torch.optim.swa_utils import AveragedModel
 
     from swap.averaging import average_state_dicts
-    from swap.checkpoints import load_state_dict
+    from swap.rundir import load_state_dict
 
     paths = sorted(Path(directory).glob("worker-*.pt"))
     # The model that receives the average exists before an averaging arm starts (phase 3
@@ -169,7 +169,7 @@ def precision(directory: str) -> float:
     """The worst error of swap's average against the exact mean (in float64), per element in
     units of float32 spacing (eps x the largest |input| there)."""
     from swap.averaging import average_state_dicts
-    from swap.checkpoints import load_state_dict
+    from swap.rundir import load_state_dict
 
     paths = sorted(Path(directory).glob("*.pt"))
     mean = average_state_dicts(load_state_dict(p) for p in paths)  # as phase 3 does

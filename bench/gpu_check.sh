@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 python=.venv/bin/python
 "$python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "no CUDA device here")'
 "$python" -c 'import torch; print(f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")'
-"$python" -m pytest -m gpu tests/test_gpu.py -rs
+"$python" -m pytest -m gpu tests/integration/test_gpu.py -rs
 "$python" bench/gpu_throughput.py

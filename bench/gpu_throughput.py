@@ -62,7 +62,7 @@ def arguments() -> argparse.Namespace:
 
 def plain_images_per_second(train, batch: int, args: argparse.Namespace) -> float:
     """The loop a user would write: tensors on the device, SGD, autocast; median of epochs 2+."""
-    from swap.models_cifar import cifar_resnet
+    from swap.models.cifar import cifar_resnet
 
     device = torch.device(args.device)
     images, labels = (t.to(device) for t in train.tensors)
@@ -92,7 +92,7 @@ def plain_images_per_second(train, batch: int, args: argparse.Namespace) -> floa
 def swap_images_per_second(args: argparse.Namespace, ranks: int) -> dict[str, float]:
     from rich.console import Console
 
-    from swap.job import run_job
+    from swap.driver import run_job
     from swap.spec import load_spec
 
     gpu = args.device == "cuda"

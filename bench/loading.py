@@ -15,8 +15,8 @@ import torch
 from measure import RESULTS, describe_machine, machine, write_results
 from torch.utils.data import DataLoader
 
-from swap.data import loader
-from swap.datasets.common import Images, normalize_to_float
+from swap.data.common import Images, normalize_to_float
+from swap.data.loaders import eval_loader
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     dataset = Images(images, torch.arange(args.images) % 10, plain, batchable=True)
     arms = {
         "per_example": lambda: DataLoader(dataset, args.batch),  # what swap did before
-        "batched": lambda: loader(dataset, args.batch),  # what swap does
+        "batched": lambda: eval_loader(dataset, args.batch),  # what swap does
     }
     seconds: dict[str, list[float]] = {arm: [] for arm in arms}
     for _ in range(args.repeats):  # arms alternate

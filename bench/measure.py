@@ -29,7 +29,7 @@ def cpu_model() -> str:
 
 def machine() -> dict[str, Any]:
     """Cores, CPU model, memory, versions, and the load average when the benchmark ran."""
-    from swap.results import versions
+    from swap.rundir import versions
 
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {

@@ -133,7 +133,7 @@ def rate(history: list[dict[str, Any]]) -> float:
 
 def in_memory(spec: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The training split swap trains on, as two tensors."""
-    from swap.data import load_splits
+    from swap.data.registry import load_splits
 
     train = load_splits(spec.data).train
     images = torch.stack([train[i][0] for i in range(len(train))])
@@ -142,8 +142,8 @@ def in_memory(spec: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def plain_model(spec: Any) -> torch.nn.Module:
-    from swap.data import dataset_info
-    from swap.models import build_model
+    from swap.data.registry import dataset_info
+    from swap.models.registry import build_model
 
     torch.manual_seed(spec.seed)
     return build_model(spec.model, dataset_info(spec.data))
@@ -203,14 +203,15 @@ def swap_phase2_worker(spec: Any, phase1_checkpoint: str, args: argparse.Namespa
     schedule, statistics and per-epoch checkpoints), from the swap run's phase-1 weights, called
     in this process. Against plain_phase2 it is the cost of swap's code; against swap_phase2,
     the cost of running it as a Ray task inside a live swap job (Ray's processes beside it)."""
-    from swap.phase2 import phase2_worker
+    from swap.phases.phase2_worker import phase2_worker
+    from swap.rundir import MODEL_FILE
 
     torch.set_num_threads(THREADS)
     worker_spec = spec.model_copy(
         update={"phase2": spec.phase2.model_copy(update={"epochs": args.phase2_epochs})}
     )
     with tempfile.TemporaryDirectory() as run_dir, contextlib.redirect_stdout(io.StringIO()):
-        result = phase2_worker(worker_spec, 0, Path(phase1_checkpoint), run_dir)
+        result = phase2_worker(worker_spec, 0, str(Path(phase1_checkpoint) / MODEL_FILE), run_dir)
     return rate(result["history"][1:])
 
 

@@ -36,12 +36,12 @@ SMALL_EPOCHS = 40
 
 def main() -> None:
     args = arguments()
-    from swap.cluster import apply_ray_defaults
+    from swap.ray_session import apply_ray_defaults
 
     apply_ray_defaults()  # before Ray is imported, as `swap run` does
     import ray
 
-    from swap.data import prepare_data
+    from swap.data.registry import prepare_data
     from swap.spec import load_spec
 
     base = prepare_data(load_spec(args.config, args.overrides))  # missing files stop us here
@@ -186,13 +186,13 @@ def run_all(specs: dict[int, dict[str, Any]], arms: list[str]) -> list[dict[str,
 
 def run_phase1_only(spec: Any) -> dict[str, Any]:
     """A baseline: phase 1 alone, timed as run_job times a whole job (from its first line)."""
-    from swap.checkpoints import new_run_dir
-    from swap.data import prepare_data
-    from swap.launch import run_phase1
+    from swap.data.registry import prepare_data
+    from swap.phases.phase1 import run_phase1
+    from swap.rundir import new_run_dir
 
     started = time.perf_counter()
     spec = prepare_data(spec)
-    result, _ = run_phase1(spec, new_run_dir(spec.output.dir, spec.name))
+    result = run_phase1(spec, new_run_dir(spec.output.dir, spec.name))
     return {
         "test_accuracy": result["test_accuracy"],
         "val_accuracy": result["val_accuracy"],
@@ -207,7 +207,7 @@ def run_swap(spec: Any) -> dict[str, Any]:
     printed table, which come after, are not part of it)."""
     from rich.console import Console
 
-    from swap.job import run_job
+    from swap.driver import run_job
 
     results = run_job(spec, Console(file=io.StringIO()))
     workers = [w for w in results["phase2"]["workers"] if w["status"] == "finished"]

@@ -5,7 +5,7 @@ Run: swap run configs/quickstart.yaml   (python: swap.load_model(RUN_DIR) for th
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 from swap.errors import SpecError, SwapError
 from swap.spec import Spec, load_spec
@@ -13,24 +13,11 @@ from swap.spec import Spec, load_spec
 __all__ = ["Spec", "SpecError", "SwapError", "build_model", "load_model", "load_spec"]
 
 
-def build_model(spec: Spec):
-    """The untrained model a spec describes, shaped for its data set (for imagefolder, the class
-    folders are counted; a custom data set's function is called)."""
-    from swap.data import dataset_info
-    from swap.models import build_model as build
+def __getattr__(name: str) -> Any:
+    """`swap.build_model(spec)` and `swap.load_model(run_dir)`, imported when first used: they
+    need torch, which `import swap` (and so `swap --help`) does not load."""
+    if name in ("build_model", "load_model"):
+        from swap.models import loading  # torch: only for those who ask for a model
 
-    return build(spec.model, dataset_info(spec.data))
-
-
-def load_model(run_dir: str | Path, checkpoint: str | Path | None = None):
-    """A run's model in eval mode: the final averaged one, or the weights in `checkpoint`.
-
-    The same as `build_model(load_spec(f"{run_dir}/spec.yaml"))` followed by
-    `load_state_dict(torch.load(f"{run_dir}/final/model.pt", weights_only=True))`.
-    """
-    from swap.checkpoints import MODEL_FILE, load_state_dict
-
-    run_dir = Path(run_dir)
-    model = build_model(load_spec(run_dir / "spec.yaml"))
-    model.load_state_dict(load_state_dict(checkpoint or run_dir / "final" / MODEL_FILE))
-    return model.eval()
+        return loading.model_for if name == "build_model" else loading.load_model
+    raise AttributeError(f"module 'swap' has no attribute {name!r}")

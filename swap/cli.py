@@ -12,10 +12,10 @@ import time
 
 from rich.console import Console
 
-from swap.cluster import apply_ray_defaults
 from swap.errors import JobFailed, SwapError
-from swap.metrics import metrics_export_port
+from swap.ray_session import apply_ray_defaults, metrics_export_port
 from swap.spec import Spec, load_spec, parse_spec
+from swap.spec.defaults import commented_defaults
 
 EXIT_USER_ERROR = 2
 
@@ -61,8 +61,13 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(command=run_command)
 
     validate = commands.add_parser("validate", help="check a job spec without running it")
-    _spec_arguments(validate)
+    _spec_arguments(validate, optional=True)
     validate.add_argument("--show", action="store_true", help="print the resolved spec")
+    validate.add_argument(
+        "--defaults",
+        action="store_true",
+        help="print every field with its default and what it means (no spec needed)",
+    )
     validate.set_defaults(command=validate_command)
 
     submit = commands.add_parser(
@@ -118,7 +123,7 @@ def run_command(args: argparse.Namespace) -> int:
     spec = _spec_from_args(args)  # every spec error surfaces before Ray starts
     metrics_export_port()  # and a bad SWAP_METRICS_EXPORT_PORT
     apply_ray_defaults()
-    from swap.job import run_job  # imports Ray and torch: keep `swap validate` fast
+    from swap.driver import run_job  # Ray and torch: only `swap run` loads them
 
     try:
         results = run_job(spec, Console(), resume=args.resume)
@@ -142,6 +147,11 @@ def _spec_from_args(args: argparse.Namespace) -> Spec:
 
 
 def validate_command(args: argparse.Namespace) -> int:
+    if args.defaults:
+        print(commented_defaults(), end="")
+        return 0
+    if args.spec is None:
+        raise SwapError("swap validate: give a spec file (or --defaults)")
     spec = load_spec(args.spec, args.overrides)
     if args.show:
         print(spec.to_yaml(), end="")
@@ -151,9 +161,8 @@ def validate_command(args: argparse.Namespace) -> int:
 
 def submit_command(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.overrides)  # nothing is submitted if the spec is bad
-    from swap import jobs
-
-    job_id, dashboard = jobs.submit(spec, args.address, args.name)
+    submit = ray_jobs()
+    job_id, dashboard = submit.submit(spec, args.address, args.name)
     print(f"submitted {spec.name} as Ray job {job_id}")
     print(f"dashboard: {dashboard}/#/jobs/{job_id}")
     if not args.wait:
@@ -164,17 +173,15 @@ def submit_command(args: argparse.Namespace) -> int:
 
 def _follow(job_id: str, address: str | None) -> int:
     """Stream the job's logs until it ends; exit status 0 if it succeeded, else 1."""
-    from swap import jobs
-
-    status = jobs.follow(job_id, address)
+    submit = ray_jobs()
+    status = submit.follow(job_id, address)
     print(f"Ray job {job_id}: {status}")
     return 0 if status == "SUCCEEDED" else 1
 
 
 def status_command(args: argparse.Namespace) -> int:
-    from swap import jobs
-
-    info = jobs.job_info(args.job_id, args.address)
+    submit = ray_jobs()
+    info = submit.job_info(args.job_id, args.address)
     print(f"{args.job_id}: {info.status.value}")
     name = (info.metadata or {}).get("swap_name")
     for label, value in [
@@ -190,27 +197,24 @@ def status_command(args: argparse.Namespace) -> int:
 
 
 def logs_command(args: argparse.Namespace) -> int:
-    from swap import jobs
-
+    submit = ray_jobs()
     if args.follow:
         return _follow(args.job_id, args.address)
-    print(jobs.job_logs(args.job_id, args.address), end="")
+    print(submit.job_logs(args.job_id, args.address), end="")
     return 0
 
 
 def stop_command(args: argparse.Namespace) -> int:
-    from swap import jobs
-
-    jobs.stop(args.job_id, args.address)
+    submit = ray_jobs()
+    submit.stop(args.job_id, args.address)
     print(f"stop requested for Ray job {args.job_id}")
     return 0
 
 
 def list_command(args: argparse.Namespace) -> int:
-    from swap import jobs
-
+    submit = ray_jobs()
     # Plain columns, not a boxed table: this output gets piped to grep and awk.
-    listed = jobs.list_jobs(args.address)  # before the header: an error prints alone
+    listed = submit.list_jobs(args.address)  # before the header: an error prints alone
     print(f"{'SUBMISSION ID':<30} {'STATUS':<10} {'STARTED':<19}  NAME / ENTRYPOINT")
     for job in listed:
         name = (job.metadata or {}).get("swap_name") or job.entrypoint
@@ -221,14 +225,20 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from swap.report import load_results, write_report
-    from swap.results import print_summary
+    from swap.report import load_results, print_summary, write_report  # matplotlib
 
     results = load_results(args.run_dir)
     console = Console()
     print_summary(results, console)
     write_report(results, args.run_dir, console)  # where the run is now, moved or not
     return 0
+
+
+def ray_jobs():
+    """swap.submit, Ray's Jobs client: imported only by the commands that reach a cluster."""
+    from swap import submit
+
+    return submit
 
 
 def _time(milliseconds: int | None) -> str | None:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from swap.errors import SwapError
+import ray
+from ray.util.metrics import Counter, Gauge
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ PENDING, DONE, FAILED = 0, 4, -1
 
 # Ray prefixes what it exports; cluster/prometheus.yml takes the prefix off again.
 RAY_EXPORT_PREFIX = "ray_"
-# Fix the metrics port of a local Ray that `swap run` starts (a cluster sets its own).
-METRICS_PORT_ENV = "SWAP_METRICS_EXPORT_PORT"
 
 
 @dataclass(frozen=True)
@@ -242,8 +241,8 @@ def record_phase3(labels: Labels, result: dict[str, Any]) -> None:
 
 
 @dataclass(frozen=True)
-class WorkerProgress:
-    """A `swap.phase2.Progress` that records one phase-2 worker's metrics."""
+class WorkerMetrics:
+    """The `WorkerEvents` of swap.phases.phase2_worker that record one worker's metrics."""
 
     labels: Labels
 
@@ -271,21 +270,9 @@ def record(metric: Metric, value: float, labels: Labels) -> None:
 
 def _instrument(metric: Metric) -> Any:
     if metric.name not in _instruments:
-        from ray.util.metrics import Counter, Gauge
-
         kind = Counter if metric.kind == "counter" else Gauge
         _instruments[metric.name] = kind(metric.name, metric.description, metric.labels)
     return _instruments[metric.name]
-
-
-def metrics_export_port() -> int | None:
-    """The port from SWAP_METRICS_EXPORT_PORT for a local Ray, or None to let Ray pick one."""
-    value = os.environ.get(METRICS_PORT_ENV, "").strip()
-    if not value:
-        return None
-    if not value.isdigit() or not 0 < int(value) < 65536:
-        raise SwapError(f"{METRICS_PORT_ENV}: expected a port number (got {value!r})")
-    return int(value)
 
 
 def exported_name(metric: Metric) -> str:
@@ -298,8 +285,6 @@ def scrape_hint(labels: Labels) -> str:
 
     Call after connecting to Ray. The file is written on the head node, in its session dir.
     """
-    import ray
-
     try:
         node_id = ray.get_runtime_context().get_node_id()
         node = next(n for n in ray.nodes() if n["NodeID"] == node_id)

@@ -1,19 +1,22 @@
-"""A run's plots, drawn from its results.json alone: training curves and test accuracy per model.
+"""What a run shows: its results table and its plots (training curves, test accuracy per
+model), all drawn from its results.json alone.
 
-Run: swap report RUN_DIR   (`swap run` writes the same PNGs at the end of every run)
+Run: swap report RUN_DIR   (`swap run` prints the same table and writes the same PNGs)
 """
 
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.table import Table
 
 from swap import storage
-from swap.checkpoints import read_json
+from swap.errors import SwapError
+from swap.rundir import read_json
 from swap.storage import join
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 TRAINING_PLOT = "training.png"  # loss and accuracy per epoch, phase 1 then each phase-2 worker
 ACCURACY_PLOT = "accuracy.png"  # test accuracy: phase 1, each worker, the average
@@ -23,10 +26,56 @@ PHASE1_COLOR, AVERAGE_COLOR = "dimgray", "black"  # workers: matplotlib's C0, C1
 def load_results(run_dir: str) -> dict[str, Any]:
     location = join(storage.absolute(run_dir), "results.json")
     if not storage.exists(location):
-        from swap.errors import SwapError
-
         raise SwapError(f"{run_dir}: not a run directory (it has no results.json)")
     return read_json(location)
+
+
+def summary_table(results: dict[str, Any]) -> Table:
+    """One row per model: phase 1, each phase-2 worker, the average before and after BN refresh."""
+    table = Table(title=f"swap · {results['name']} · run {results['run_id']}")
+    table.add_column("model")
+    table.add_column("test acc", justify="right")
+    table.add_column("val acc", justify="right")
+    table.add_column("seconds", justify="right")
+    p1, p2, p3 = results.get("phase1"), results.get("phase2"), results.get("phase3")
+    if p1:
+        label = f"phase 1 · large batch · {p1['epochs']} epochs"
+        table.add_row(label, _pct(p1["test_accuracy"]), _pct(p1["val_accuracy"]), _s(p1))
+    if p2:
+        for w in p2["workers"]:
+            label = f"phase 2 · worker {w['index']}"
+            if w["status"] != "finished":
+                table.add_row(label, f"[red]{w['status']}[/]", "", "")
+                continue
+            table.add_row(label, _pct(w["test_accuracy"]), _pct(w["val_accuracy"]), _s(w))
+        table.add_row("phase 2 · wall clock", "", "", _s(p2), end_section=True)
+    if p3:
+        n = len(p3["averaged_workers"])
+        before, after = p3["test_accuracy_before_bn"], p3["test_accuracy"]
+        val_before = p3["val_accuracy_before_bn"]
+        table.add_row(f"average of {n} · before BN refresh", _pct(before), _pct(val_before), "")
+        table.add_row(
+            f"[bold]average of {n} · SWAP model[/]",
+            f"[bold]{_pct(after)}[/]",
+            _pct(p3["val_accuracy"]),
+            _s(p3),
+        )
+    return table
+
+
+def print_summary(results: dict[str, Any], console: Console) -> None:
+    console.print(summary_table(results))
+    total = results.get("total_seconds")
+    if total is not None:
+        console.print(f"total {total:.1f}s · run directory {results['run_dir']}", soft_wrap=True)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _s(section: dict[str, Any]) -> str:
+    return f"{section['seconds']:.1f}"
 
 
 def write_report(
@@ -56,8 +105,6 @@ def png_bytes(figure: Any) -> bytes:
 def new_figure(width: float, height: float) -> Any:
     """A matplotlib Figure outside pyplot: no display, no global backend switched (a notebook
     that imports swap keeps its own); savefig renders it with Agg."""
-    from matplotlib.figure import Figure
-
     return Figure(figsize=(width, height))
 
 

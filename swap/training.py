@@ -1,6 +1,6 @@
 """One epoch of SGD and one evaluation pass: the loops every phase shares, with no Ray in them.
 
-Run: imported by swap.phase1, swap.phase2 and swap.phase3.
+Run: imported by the phases' workers (swap/phases/).
 """
 
 from __future__ import annotations
@@ -11,16 +11,14 @@ import time
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swap.errors import DivergenceError
-
-if TYPE_CHECKING:
-    from swap.spec import Spec
+from swap.spec import Spec
 
 SCHEDULER_FIRST = "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
 AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -45,6 +43,12 @@ class Precision:
 
 
 FLOAT32 = Precision()
+
+
+def device_for(spec: Spec) -> torch.device:
+    """The device of a phase-2 worker or the coordinator: the GPU Ray gave it, or the CPU.
+    (Phase-1 ranks get theirs from Ray Train, one per rank.)"""
+    return torch.device("cuda" if spec.resources.use_gpu else "cpu")
 
 
 def precision_for(spec: Spec, device: torch.device) -> Precision:
@@ -224,7 +228,7 @@ def epoch_record(epoch: int, stats: EpochStats, lr: float, seconds: float) -> di
     }
 
 
-def progress_line(who: str, record: dict[str, Any], epochs: int) -> str:
+def epoch_line(who: str, record: dict[str, Any], epochs: int) -> str:
     return (
         f"{who}  epoch {record['epoch']:>3}/{epochs}  loss {record['train_loss']:.4f}  "
         f"train acc {record['train_accuracy']:6.2%}  lr {record['lr']:.4f}  "

@@ -45,7 +45,7 @@ class NoisyDigits(Dataset):
 def noisy_digits(augment=True, record=False):
     """scikit-learn's digits (1,437 training, 360 test images, as swap splits them), normalized,
     with random noise as the augmentation."""
-    from swap.data import load_splits
+    from swap.data.registry import load_splits
     from swap.spec import Data
 
     splits = load_splits(Data(augment=False, val_fraction=0))

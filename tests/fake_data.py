@@ -1,6 +1,6 @@
 """Tiny data sets written in each real on-disk format, for loading tests and end-to-end runs.
 
-Run: imported by tests/test_datasets.py and tests/test_recipes.py.
+Run: imported by tests/unit/test_datasets.py and tests/integration/test_recipes.py.
 
 Image k of a split is one flat colour: every pixel of channel c holds `pixel(k, c)`, and its
 label is `k % classes`, so a test can compute what loading must produce.

@@ -1,6 +1,7 @@
 """Real Ray clusters for tests: `ray start` processes on 127.0.0.1 with free ports of their own.
 
-Run: used by tests/test_jobs.py; `with ray_head(num_cpus=2) as head: ...`
+Run: used by tests/integration/ (test_submit, test_multinode, test_prometheus):
+`with ray_head(num_cpus=2) as head: ...`
 """
 
 from __future__ import annotations
@@ -49,15 +50,17 @@ def node_ports() -> list[str]:
     return [f"{flag}={port}" for flag, port in ports.items()]
 
 
-def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """`ray start ... --block` in a session of its own, so the group can be stopped as one."""
-    return subprocess.Popen(
-        [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *args],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`ray start ... --block` in a session of its own, so the group can be stopped as one;
+    its output goes to `log` (a file: a pipe nobody drains would block it)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *args],
+            env=env,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -77,7 +80,8 @@ def wait_for_jobs_api(head: Head, process: subprocess.Popen, seconds: float = 90
     auth = {"Authorization": f"Bearer {head.token}"}
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"ray start exited with {process.returncode}")
+            output = (Path(head.temp_dir) / "ray-start.log").read_text()[-2000:]
+            raise RuntimeError(f"ray start exited with {process.returncode}:\n{output}")
         try:
             JobSubmissionClient(head.dashboard, headers=auth).list_jobs()
             return
@@ -117,7 +121,7 @@ def ray_head(num_cpus: float = 2, resources: str | None = None) -> Iterator[Head
     ]
     if resources:
         args.append(f"--resources={resources}")
-    process = start(args, env)
+    process = start(args, env, Path(temp_dir) / "ray-start.log")
     head = Head(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", temp_dir, env, token)
     extra: list[subprocess.Popen] = []
     try:
@@ -146,4 +150,4 @@ def add_node(head: Head, num_cpus: float, resources: str | None = None) -> subpr
     args += node_ports()
     if resources:
         args.append(f"--resources={resources}")
-    return start(args, head.env)
+    return start(args, head.env, Path(head.temp_dir) / "ray-start-node.log")

@@ -1,0 +1,85 @@
+"""Data sets by name: their shape, their files, and their train/val/test splits.
+
+Run: python -c "import swap.data.registry as r, swap.spec as s; print(r.load_splits(s.Data()).info)"
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from swap.data import custom, digits, files, folder
+from swap.data.common import DatasetInfo, Splits
+from swap.spec import Data, Spec, check_batch_sizes
+from swap.user_code import is_reference
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """How swap gets one kind of data set: its shape (cheap: no images are read), a check that
+    its files are there (downloading them if allowed), and its splits."""
+
+    info: Callable[[Data], DatasetInfo]
+    ensure: Callable[[Data], None]
+    load: Callable[[Data], Splits]
+
+
+def _nothing_to_check(data: Data) -> None:
+    return None
+
+
+def _file_source(dataset: files.FileDataset) -> DataSource:
+    return DataSource(
+        info=lambda data: dataset.info,
+        ensure=partial(files.ensure_files, dataset),
+        load=partial(files.load_file_splits, dataset),
+    )
+
+
+DATASETS: dict[str, DataSource] = {
+    "digits": DataSource(lambda data: digits.INFO, _nothing_to_check, digits.load_digits_splits),
+    **{name: _file_source(dataset) for name, dataset in files.FILE_DATASETS.items()},
+    "imagefolder": DataSource(folder.folder_info, folder.ensure_folders, folder.load_folder_splits),
+}
+# "package.module:function": the spec's validation has checked that it imports.
+CUSTOM = DataSource(custom.custom_info, _nothing_to_check, custom.load_custom_splits)
+
+
+def source(data: Data) -> DataSource:
+    return CUSTOM if is_reference(data.dataset) else DATASETS[data.dataset]
+
+
+def dataset_info(data: Data) -> DatasetInfo:
+    """Classes, channels and image size: fixed for built-in sets, read from the class folders
+    for imagefolder, and from the data for a custom set (which calls its function)."""
+    return source(data).info(data)
+
+
+def ensure_data(data: Data) -> None:
+    """Raise a SwapError naming the data set, where swap looked and how to fix it, unless its
+    files are in place (after downloading them, with `data.download`)."""
+    source(data).ensure(data)
+
+
+def load_splits(data: Data) -> Splits:
+    return source(data).load(data)
+
+
+def prepare_data(spec: Spec) -> Spec:
+    """The spec the workers get: data paths made absolute here, where the job was started
+    (workers may run in another directory), after checking the files are there, or
+    downloading them once, before any worker needs them; and the batch sizes checked against
+    the training examples really there (a SpecError)."""
+    paths = {
+        field: os.path.abspath(os.path.expanduser(value))
+        for field in ("root", "train_dir", "test_dir")
+        if (value := getattr(spec.data, field)) is not None
+    }
+    data = spec.data.model_copy(update=paths)
+    ensure_data(data)
+    prepared = spec.model_copy(update={"data": data})
+    splits = load_splits(data)  # its real size: the files may hold fewer than published
+    check_batch_sizes(prepared, len(splits.train) + len(splits.val), f"data set {data.dataset}")
+    return prepared

@@ -1,0 +1,33 @@
+"""The model a spec describes, untrained or with a run's weights: what a user loads afterwards.
+
+Run: python -c "import swap; print(swap.load_model('runs/digits-quickstart/<run-id>'))"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from swap.data.registry import dataset_info
+from swap.models.registry import build_model
+from swap.rundir import MODEL_FILE, load_state_dict
+from swap.spec import Spec, load_spec
+
+
+def model_for(spec: Spec) -> nn.Module:
+    """The untrained model a spec describes, shaped for its data set (for imagefolder, the class
+    folders are counted; a custom data set's function is called)."""
+    return build_model(spec.model, dataset_info(spec.data))
+
+
+def load_model(run_dir: str | Path, checkpoint: str | Path | None = None) -> nn.Module:
+    """A run's model in eval mode: the final averaged one, or the weights in `checkpoint`.
+
+    The same as `model_for(load_spec(f"{run_dir}/spec.yaml"))` followed by
+    `load_state_dict(torch.load(f"{run_dir}/final/model.pt", weights_only=True))`.
+    """
+    run_dir = Path(run_dir)
+    model = model_for(load_spec(run_dir / "spec.yaml"))
+    model.load_state_dict(load_state_dict(checkpoint or run_dir / "final" / MODEL_FILE))
+    return model.eval()

@@ -1,0 +1,64 @@
+"""Phase 1 on Ray: one Ray Train run of `phase1_worker` over `phase1.workers` DDP ranks.
+
+Run: called by swap.driver.run_job; the ranks' loop is swap/phases/phase1_worker.py.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from swap import metrics
+from swap.errors import JobFailed
+from swap.phases import ddp
+from swap.phases.phase1_worker import phase1_worker
+from swap.phases.placement import throughput, worker_resources
+from swap.spec import Spec
+from swap.storage import join
+
+
+def run_phase1(spec: Spec, run_dir: str) -> dict[str, Any]:
+    """Phase 1 as one Ray Train run; its checkpoints go to `<run_dir>/phase1/`. Returns rank
+    0's summary, with `checkpoint`: the directory of the last epoch's `model.pt`.
+
+    Ray Train restarts the group from the last epoch's checkpoint after a worker dies (up to
+    `phase1.max_failures` times), and a rerun into the same run directory resumes there too.
+    """
+    started = time.perf_counter()
+    labels = metrics.Labels.of_run(spec.name, run_dir)
+    metrics.set_phase(labels, 1)
+    gpu = spec.resources.use_gpu
+    trainer = TorchTrainer(
+        phase1_worker,
+        train_loop_config={"spec": spec, "run_id": labels.job},
+        torch_config=TorchConfig(backend=ddp.backend(gpu)),
+        scaling_config=ScalingConfig(
+            num_workers=spec.phase1.workers,
+            use_gpu=gpu,
+            resources_per_worker=worker_resources(spec, phase=1),
+            placement_strategy=spec.resources.phase1_placement,
+        ),
+        run_config=RunConfig(
+            name="phase1",
+            storage_path=run_dir,
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            failure_config=FailureConfig(max_failures=spec.phase1.max_failures),
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    result = trainer.fit()  # raises if training failed
+    summary = dict(result.return_value)
+    if "diverged" in summary:
+        raise JobFailed(
+            f"phase 1 diverged: {summary['diverged']} "
+            "(lower phase1.lr or raise phase1.warmup_epochs)"
+        )
+    summary["seconds"] = time.perf_counter() - started
+    summary["samples_per_second"] = throughput(summary["history"])
+    # Ray gives the path inside its file system; record where a user finds it.
+    summary["checkpoint"] = join(run_dir, "phase1", result.checkpoint.path.rpartition("/")[2])
+    metrics.record_phase1(labels, summary)
+    return summary

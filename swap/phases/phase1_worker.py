@@ -1,0 +1,216 @@
+"""Phase 1's work: one DDP rank's loop of large-batch synchronous SGD (Ray Train, DDP).
+
+Run: placed by swap.phases.phase1.run_phase1 as TorchTrainer(phase1_worker, ...), one per rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, Subset
+
+from swap import metrics, seeds, storage
+from swap.data.loaders import EpochBatches, eval_loader, loader_settings, train_loader
+from swap.data.registry import load_splits
+from swap.models.registry import build_model
+from swap.phases import ddp
+from swap.rundir import MODEL_FILE, load_state_dict, save_state_dict
+from swap.schedules import lambda_lr, phase1_stop_reason, warmup_linear_decay
+from swap.spec import Spec
+from swap.training import (
+    EpochStats,
+    Precision,
+    epoch_line,
+    epoch_record,
+    evaluate,
+    load_resumable_state,
+    precision_for,
+    resumable_state,
+    sgd,
+    to_memory_format,
+    train_epoch,
+)
+
+TRAIN_STATE = "train_state.pt"  # optimizer, LR schedule, loss scale, history: for resuming
+
+
+def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """Train one DDP rank until the stopping rule fires; rank 0's return value is the result.
+
+    Every rank computes the same all-reduced training accuracy and loss, so all ranks stop
+    together, also when the loss diverges. After a failure (Ray Train's FailureConfig) or a
+    driver restart, training resumes from the latest per-epoch checkpoint.
+    """
+    # Ray Train logs every report at INFO through a logger its log level does not reach.
+    logging.getLogger().setLevel(logging.WARNING)
+    spec: Spec = config["spec"]
+    p1 = spec.phase1
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    labels = metrics.Labels(config.get("run_id", ""), spec.name).at(1, metrics.PHASE1_WORKER)
+
+    splits = load_splits(spec.data)
+    precision = precision_for(spec, device)
+    torch.manual_seed(seeds.stream_seed(spec.seed, seeds.INIT))  # the same weights on every rank
+    model = ray.train.torch.prepare_model(
+        to_memory_format(build_model(spec.model, splits.info), precision)
+    )
+    order = phase1_batches(splits.train, spec, rank, world)
+    batches = train_loader(splits.train, order, loader_settings(spec))
+    optimizer = sgd(model, p1.lr, p1.momentum, p1.weight_decay)
+    steps = len(batches)
+    scheduler = lambda_lr(
+        optimizer,
+        partial(
+            warmup_linear_decay,
+            warmup_steps=p1.warmup_epochs * steps,
+            total_steps=p1.max_epochs * steps,
+        ),
+    )
+    # Restored after DDP wrapping, so optimizer state lands on the parameters' device.
+    history, digest = resume(
+        ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler, precision, rank
+    )
+    resumed_from = len(history)  # after a restart of the group, its last checkpointed epoch
+
+    stop_reason = stop_reason_of(history, p1)
+    while stop_reason is None:
+        epoch = len(history) + 1
+        order.set_epoch(epoch)
+        torch.manual_seed(seeds.phase1_augment(spec.seed, rank, epoch))  # augmentation draws
+        lr = optimizer.param_groups[0]["lr"]
+        started = time.perf_counter()
+        local = train_epoch(model, batches, optimizer, scheduler, device, precision)
+        stats = ddp.sum_over_ranks(local, device)
+        if not math.isfinite(stats.loss_sum):
+            return divergence(epoch, local, device)
+        record = epoch_record(epoch, stats, lr, time.perf_counter() - started)
+        history.append(record)
+        stop_reason = stop_reason_of(history, p1)
+        if rank == 0:
+            print(epoch_line("phase 1", record, p1.max_epochs), flush=True)
+            metrics.record_epoch(labels, record, steps)  # all-reduced: the group's numbers
+        state = resumable_state(optimizer, scheduler, precision, history)
+        digest = report_epoch(unwrap(model), state, spec, rank, labels)
+
+    # Ranks' BatchNorm statistics drift apart (each saw its own batches); keep rank 0's, the
+    # ones in the checkpoint, so what is evaluated here is exactly what phase 2 starts from.
+    # Evaluate the bare module: DDP's forward is a collective, and shards may differ in batches.
+    module = unwrap(model)
+    ddp.broadcast_buffers(module)
+    test = evaluate_sharded(module, splits.test, spec, rank, world, device, precision)
+    val = evaluate_sharded(module, splits.val, spec, rank, world, device, precision)
+    return {
+        "epochs": len(history),
+        "stop_reason": stop_reason,
+        "resumed_from_epoch": resumed_from,
+        "train_accuracy": history[-1]["train_accuracy"],
+        "train_loss": history[-1]["train_loss"],
+        "val_accuracy": val.accuracy if val.count else None,
+        "test_accuracy": test.accuracy,
+        "test_loss": test.loss,
+        "sha256": digest,
+        "history": history,
+    }
+
+
+def phase1_batches(train: Dataset, spec: Spec, rank: int, world: int) -> EpochBatches:
+    """Rank `rank`'s batches: one permutation per epoch from phase 1's order stream, shared by
+    the ranks, each taking its shard of every global batch of `phase1.batch_size`."""
+    order_seed = partial(seeds.phase1_order, spec.seed)
+    return EpochBatches(train, spec.phase1.batch_size // world, order_seed, rank=rank, world=world)
+
+
+def stop_reason_of(history: list[dict[str, Any]], p1: Any) -> str | None:
+    if not history:
+        return None
+    last = history[-1]
+    return phase1_stop_reason(
+        last["epoch"], last["train_accuracy"], p1.max_epochs, p1.stop_train_accuracy
+    )
+
+
+def resume(
+    checkpoint: ray.train.Checkpoint | None,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    precision: Precision,
+    rank: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Load the latest checkpoint Ray Train kept, if any; return its history and, on rank 0
+    (whose result the driver keeps), its weights' digest."""
+    if checkpoint is None:
+        return [], None
+    with checkpoint.as_directory() as directory:
+        weights = Path(directory) / MODEL_FILE
+        digest = storage.sha256(weights) if rank == 0 else None
+        model.load_state_dict(load_state_dict(weights))
+        state = load_state_dict(Path(directory) / TRAIN_STATE)
+    history = load_resumable_state(state, optimizer, scheduler, precision)
+    print(f"phase 1  resuming after epoch {len(history)}", flush=True)
+    return history, digest
+
+
+def divergence(epoch: int, local: EpochStats, device: torch.device) -> dict[str, Any]:
+    """Every rank saw the non-finite sum: all stop here, and the driver fails the job."""
+    step = ddp.first_bad_step(local.nonfinite_step, device)
+    where = f"epoch {epoch}" if step is None else f"epoch {epoch}, step {step}"
+    return {"diverged": f"non-finite training loss at {where}"}
+
+
+def report_epoch(
+    module: torch.nn.Module,
+    state: dict[str, Any],
+    spec: Spec,
+    rank: int,
+    labels: metrics.Labels,
+) -> str | None:
+    """Report the epoch's metrics; rank 0 also hands Ray Train a checkpoint: the weights
+    (`model.pt`, a plain state_dict), what resuming needs (`train_state.pt`: `resumable_state`)
+    and the spec. Returns the weights' SHA-256 on rank 0.
+
+    `ray.train.report` is a barrier: every rank must call it, once per epoch.
+    """
+    latest = state["history"][-1]
+    if rank != 0:
+        ray.train.report(latest)
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        saved = save_state_dict(module.state_dict(), Path(tmp) / MODEL_FILE)
+        metrics.record_checkpoint(labels, saved, time.perf_counter() - started)
+        save_state_dict(state, Path(tmp) / TRAIN_STATE)
+        (Path(tmp) / "spec.yaml").write_text(spec.to_yaml())
+        ray.train.report(latest, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    return saved.sha256
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def evaluate_sharded(
+    model: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    spec: Spec,
+    rank: int,
+    world: int,
+    device: torch.device,
+    precision: Precision,
+) -> EpochStats:
+    """Each rank evaluates every `world`-th example (no padding, so every example counts once)."""
+    shard = Subset(dataset, range(rank, len(dataset), world))
+    batches = eval_loader(shard, spec.phase3.batch_size, loader_settings(spec))
+    return ddp.sum_over_ranks(evaluate(model, batches, device, precision), device)

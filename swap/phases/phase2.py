@@ -1,0 +1,105 @@
+"""Phase 2 on Ray: one task per worker, each failing alone; a killed one reruns from its epoch.
+
+Run: called by swap.driver.run_job; the worker itself is swap/phases/phase2_worker.py (no Ray).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import ray
+from rich.console import Console
+
+from swap import metrics, seeds, storage
+from swap.phases.phase2_worker import phase2_worker
+from swap.phases.placement import task_options, throughput
+from swap.rundir import RESULT, attempts_record, phase2_dir, read_json, record_attempt, write_json
+from swap.spec import Spec
+from swap.storage import join
+
+
+def run_phase2(
+    spec: Spec, run_dir: str, phase1_weights: str, phase1_sha256: str, console: Console
+) -> dict[str, Any]:
+    """One Ray task per worker, each forking the weights at `phase1_weights` (a path or URI,
+    checked against `phase1_sha256`). A worker whose process or node dies is rerun from its last
+    epoch (up to `phase2.max_retries` times); one that still fails is dropped, alone."""
+    started = time.perf_counter()
+    labels = metrics.Labels.of_run(spec.name, run_dir)
+    metrics.set_phase(labels, 2)
+    workers = finished_earlier(spec, run_dir, console)
+    options = {
+        **task_options(spec),
+        "scheduling_strategy": spec.resources.phase2_scheduling,
+        "max_retries": spec.phase2.max_retries,
+        "retry_exceptions": [OSError],  # storage hiccups; not divergence, not bugs
+    }
+    task = ray.remote(phase2_task).options(**options)
+    pending = {
+        task.remote(spec, index, phase1_weights, run_dir, phase1_sha256): index
+        for index in range(spec.phase2.workers)
+        if index not in workers
+    }
+    while pending:
+        metrics.record_phase2_workers(labels, len(pending), workers.values())
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        index = pending.pop(ref)
+        try:
+            workers[index] = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            workers[index] = failed_worker(spec, run_dir, index, exc)
+            console.print(f"[red]phase 2  worker {index} dropped:[/] {workers[index]['error']}")
+            continue
+        metrics.record_evaluation(labels.at(2, index), workers[index])
+        console.print(
+            f"phase 2  worker {index} finished: test acc {workers[index]['test_accuracy']:.2%} "
+            f"in {workers[index]['seconds']:.1f}s (attempts: {workers[index]['attempts']})"
+        )
+    metrics.record_phase2_workers(labels, 0, workers.values())
+    seconds = time.perf_counter() - started
+    metrics.record_phase_seconds(labels, 2, seconds)
+    return {"seconds": seconds, "workers": [workers[i] for i in sorted(workers)]}
+
+
+def finished_earlier(spec: Spec, run_dir: str, console: Console) -> dict[int, dict[str, Any]]:
+    """Workers that finished in an earlier attempt of this job: they are not trained again."""
+    done = {}
+    for index in range(spec.phase2.workers):
+        location = join(phase2_dir(run_dir, index), RESULT)
+        if storage.exists(location):
+            done[index] = read_json(location)
+            console.print(f"phase 2  worker {index} finished in an earlier attempt: kept")
+    return done
+
+
+def failed_worker(spec: Spec, run_dir: str, index: int, exc: Exception) -> dict[str, Any]:
+    lines = str(exc).strip().splitlines()
+    return {
+        "index": index,
+        "seed": seeds.worker_seed(spec.seed, index),
+        "status": "failed",
+        **{k: v for k, v in attempts_record(phase2_dir(run_dir, index)).items() if k != "pid"},
+        "error": lines[-1] if lines else type(exc).__name__,
+    }
+
+
+def phase2_task(
+    spec: Spec, index: int, phase1_weights: str, run_dir: str, phase1_sha256: str
+) -> dict[str, Any]:
+    """Record this attempt, train worker `index` where the task runs, and mark it finished in
+    the run's storage."""
+    directory = phase2_dir(run_dir, index)
+    node_id = ray.get_runtime_context().get_node_id()
+    attempt = record_attempt(directory, pid=os.getpid(), node_id=node_id)
+    events = metrics.WorkerMetrics(metrics.Labels.of_run(spec.name, run_dir).at(2, index))
+    result = phase2_worker(spec, index, phase1_weights, run_dir, events, phase1_sha256)
+    result.update(
+        node_id=node_id,
+        attempts=attempt["attempts"],
+        nodes=attempt["nodes"],  # one per run: where it ran before a node was lost, too
+        samples_per_second=throughput(result["history"]),
+    )
+    write_json(join(directory, RESULT), result)
+    return result

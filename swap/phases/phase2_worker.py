@@ -1,0 +1,154 @@
+"""Phase 2's work: one independent small-batch worker, forked from the phase-1 weights. No Ray.
+
+Run: placed by swap.phases.phase2.run_phase2, one Ray task per worker; each fails alone.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any, Protocol
+
+import torch
+from torch.utils.data import Dataset
+
+from swap import seeds
+from swap.data.loaders import EpochBatches, eval_loader, loader_settings, train_loader
+from swap.data.registry import load_splits
+from swap.errors import DivergenceError
+from swap.models.registry import build_model
+from swap.rundir import (
+    MODEL_FILE,
+    load_resume_point,
+    load_state_dict,
+    phase2_dir,
+    save_resume_point,
+    save_state_dict,
+)
+from swap.schedules import PHASE2_SCHEDULES, lambda_lr
+from swap.spec import Spec
+from swap.storage import join
+from swap.training import (
+    device_for,
+    epoch_line,
+    epoch_record,
+    evaluate,
+    load_resumable_state,
+    precision_for,
+    resumable_state,
+    sgd,
+    to_memory_format,
+    train_epoch,
+)
+
+
+class WorkerEvents(Protocol):
+    """What a worker reports as it trains; its Ray task passes metrics.WorkerMetrics."""
+
+    def epoch(self, record: dict[str, Any], steps: int) -> None: ...
+
+    def checkpoint(self, saved: Any, seconds: float) -> None: ...  # save_state_dict's return
+
+
+def phase2_worker(
+    spec: Spec,
+    index: int,
+    phase1_weights: str,
+    run_dir: str,
+    events: WorkerEvents | None = None,
+    phase1_sha256: str | None = None,
+) -> dict[str, Any]:
+    """Train worker `index` from the phase-1 weights at `phase1_weights` (a path or URI, checked
+    against `phase1_sha256` when given) and save its own.
+
+    Its own streams (swap.seeds: `phase2_order`, `phase2_augment`) drive its data order and
+    augmentation, a fresh draw each epoch, unrelated to any other worker's or to phase 1's
+    (`results.json` records their root, `worker_seed`). The optimizer starts
+    fresh: phase 1's momentum belongs to a different batch size and learning rate. After
+    every epoch the worker commits a resumable checkpoint to its directory in the run; a rerun
+    (after its process or node died) continues from there. A NaN or infinite loss raises
+    DivergenceError: that worker is lost, not retried.
+    """
+    p2 = spec.phase2
+    directory = phase2_dir(run_dir, index)
+    started = time.perf_counter()
+    device = device_for(spec)
+
+    splits = load_splits(spec.data)
+    precision, feed = precision_for(spec, device), loader_settings(spec)
+    committed = load_resume_point(directory)  # a rerun continues after its last epoch
+    model = build_model(spec.model, splits.info)  # its weights come from phase 1 or `committed`
+    if committed is None:
+        model.load_state_dict(load_state_dict(phase1_weights, phase1_sha256))
+    model = to_memory_format(model.to(device), precision)
+
+    order = phase2_batches(splits.train, spec, index)
+    batches = train_loader(splits.train, order, feed)
+    optimizer = sgd(model, p2.lr, spec.phase2_momentum, spec.phase2_weight_decay)
+    schedule = partial(PHASE2_SCHEDULES[p2.schedule], total_steps=p2.epochs * len(batches))
+    scheduler = lambda_lr(optimizer, schedule)
+    history = resume(committed, model, optimizer, scheduler, precision)
+    resumed_from = len(history)
+
+    for epoch in range(len(history) + 1, p2.epochs + 1):
+        order.set_epoch(epoch)
+        torch.manual_seed(seeds.phase2_augment(spec.seed, index, epoch))
+        lr = optimizer.param_groups[0]["lr"]
+        epoch_started = time.perf_counter()
+        try:
+            stats = train_epoch(
+                model, batches, optimizer, scheduler, device, precision, stop_on_nonfinite=True
+            )
+        except DivergenceError as exc:
+            raise DivergenceError(f"phase-2 worker {index}: epoch {epoch}, {exc}") from None
+        history.append(epoch_record(epoch, stats, lr, time.perf_counter() - epoch_started))
+        print(epoch_line(f"phase 2  worker {index}", history[-1], p2.epochs), flush=True)
+        state = resumable_state(optimizer, scheduler, precision, history)
+        save_resume_point(directory, epoch, {"model": model.state_dict(), **state})
+        if events:
+            events.epoch(history[-1], len(batches))
+
+    bs = spec.phase3.batch_size
+    test = evaluate(model, eval_loader(splits.test, bs, feed), device, precision)
+    val = evaluate(model, eval_loader(splits.val, bs, feed), device, precision)
+    saving = time.perf_counter()
+    saved = save_state_dict(model.state_dict(), join(directory, MODEL_FILE))
+    if events:
+        events.checkpoint(saved, time.perf_counter() - saving)
+    return {
+        "index": index,
+        "seed": seeds.worker_seed(spec.seed, index),
+        "status": "finished",
+        "train_accuracy": history[-1]["train_accuracy"],
+        "val_accuracy": val.accuracy if val.count else None,
+        "test_accuracy": test.accuracy,
+        "test_loss": test.loss,
+        "seconds": time.perf_counter() - started,
+        "resumed_from_epoch": resumed_from,
+        "checkpoint": saved.location,
+        "sha256": saved.sha256,
+        "history": history,
+    }
+
+
+def phase2_batches(train: Dataset, spec: Spec, index: int) -> EpochBatches:
+    """Worker `index`'s batches of `phase2.batch_size`, a new order each epoch from its stream."""
+    order_seed = partial(seeds.phase2_order, spec.seed, index)
+    return EpochBatches(train, spec.phase2.batch_size, order_seed)
+
+
+def resume(
+    state: dict[str, Any] | None,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    precision: Any,
+) -> list[dict[str, Any]]:
+    """Load the worker's last committed epoch (`load_resume_point`), if it has one; return the
+    epochs' history."""
+    if state is None:
+        return []
+    model.load_state_dict(state["model"])
+    history = load_resumable_state(state, optimizer, scheduler, precision)
+    print(f"phase 2  worker resuming after epoch {len(history)}", flush=True)
+    return history

@@ -1,0 +1,39 @@
+"""Phase 3 on Ray: the coordinator as one task, next to the storage, not on the driver.
+
+Run: called by swap.driver.run_job; the coordinator is swap/phases/phase3_coordinator.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from swap import metrics
+from swap.errors import JobFailed
+from swap.phases.phase3_coordinator import phase3_coordinator
+from swap.phases.placement import task_options
+from swap.spec import Spec
+
+
+def run_phase3(spec: Spec, run_dir: str, workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Average the finished workers (phase 2's `workers` records) into `final/model.pt`."""
+    finished = {
+        w["index"]: (w["checkpoint"], w["sha256"]) for w in workers if w["status"] == "finished"
+    }
+    if len(finished) < spec.phase2.min_workers:  # no coordinator for a job that must fail
+        raise JobFailed(
+            f"phase 2: {len(finished)} of {spec.phase2.workers} workers finished; "
+            f"phase2.min_workers is {spec.phase2.min_workers}"
+        )
+    labels = metrics.Labels.of_run(spec.name, run_dir)
+    metrics.set_phase(labels, 3)
+    task = ray.remote(phase3_coordinator).options(**task_options(spec))
+    try:
+        result = ray.get(task.remote(spec, finished, run_dir))
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, JobFailed):
+            raise exc.cause from None
+        raise
+    metrics.record_phase3(labels, result)
+    return result

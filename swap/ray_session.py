@@ -1,0 +1,56 @@
+"""Reaching Ray: the cluster in RAY_ADDRESS, or a local one started for this job, with swap's
+Ray settings applied first.
+
+Run: imported by swap.cli and swap.driver. Ray reads some settings from the environment when it
+is first imported, so this module imports it only in `connect_ray`, after applying them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from swap.errors import SwapError
+
+# Fix the metrics port of a local Ray that `swap run` starts (a cluster sets its own).
+METRICS_PORT_ENV = "SWAP_METRICS_EXPORT_PORT"
+
+# Ray settings read from the environment, some when `ray` is first imported: apply them
+# before that. A user's own values win.
+RAY_DEFAULTS = {
+    # Ray Train's controller polls its workers every 2 s by default, collecting one report per
+    # worker per poll, and `ray.train.report` waits until the previous one was collected: with
+    # epochs shorter than the interval, the poll, not training, would set the pace of phase 1.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+    # Print progress lines once, as printed, rather than also through Ray Train's logger.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    # Phase-2 workers print look-alike lines at once; Ray would fold them into "[repeated 3x]".
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+def apply_ray_defaults() -> None:
+    for key, value in RAY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def connect_ray() -> None:
+    """Join the Ray cluster in RAY_ADDRESS, or start a local one sized to this machine."""
+    apply_ray_defaults()
+    import ray  # after the defaults: see the module's docstring
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+    else:
+        ray.init(num_cpus=os.cpu_count(), _metrics_export_port=metrics_export_port())
+
+
+def metrics_export_port() -> int | None:
+    """The port from SWAP_METRICS_EXPORT_PORT for a local Ray, or None to let Ray pick one."""
+    value = os.environ.get(METRICS_PORT_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise SwapError(f"{METRICS_PORT_ENV}: expected a port number (got {value!r})")
+    return int(value)

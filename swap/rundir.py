@@ -1,0 +1,253 @@
+"""A run's directory: its id, its files (weights, spec, results, manifest, each worker's resume
+point and attempts), written atomically and checked by SHA-256 when read.
+
+Run: python -c "from swap.rundir import load_state_dict; help(load_state_dict)"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import secrets
+import time
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NamedTuple
+
+import torch
+
+from swap import storage
+from swap.errors import SpecError, SwapError
+from swap.spec import Spec, parse_spec
+from swap.storage import join
+
+MODEL_FILE = "model.pt"
+RESUME_POINT = "resume.json"  # in a phase-2 worker's directory: its last committed epoch
+ATTEMPTS = "attempts.json"  # ... how many times it was started, and where it runs now
+RESULT = "result.json"  # ... written when it finished: a resumed job does not rerun it
+
+
+def new_run_dir(output_dir: str, name: str) -> str:
+    """A fresh `<output_dir>/<name>/<run-id>`; an existing run directory is never reused."""
+    parent = storage.join(storage.absolute(output_dir), name)
+    for _ in range(10):
+        run_dir = storage.join(parent, f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
+        try:
+            if storage.exists(run_dir):
+                continue
+            storage.make_dir(run_dir)
+        except OSError as exc:
+            raise SwapError(f"output.dir: cannot create {run_dir}: {exc}") from None
+        return run_dir
+    raise SwapError(f"output.dir: could not find an unused run id under {parent}")
+
+
+def phase2_dir(run_dir: str, index: int) -> str:
+    return storage.join(run_dir, "phase2", f"worker-{index}")
+
+
+class Saved(NamedTuple):
+    location: str
+    sha256: str
+    size: int  # bytes
+
+
+def save_state_dict(state: Mapping[str, Any], location: storage.Location) -> Saved:
+    """Write `state` atomically, its tensors on the CPU (so that plain `torch.load` reads it
+    on a machine without the GPU it was trained on); return where, its SHA-256 and its size,
+    for the manifest."""
+    buffer = io.BytesIO()
+    torch.save(_on_cpu(dict(state)), buffer)
+    data = buffer.getvalue()
+    return Saved(os.fspath(location), storage.write_bytes(location, data), len(data))
+
+
+def _on_cpu(value: Any) -> Any:
+    """`value` with every tensor in it moved to the CPU (CPU tensors are not copied)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: _on_cpu(item) for key, item in value.items()}
+    if type(value) in (list, tuple):  # not a NamedTuple, which takes its fields by name
+        return type(value)(_on_cpu(item) for item in value)
+    return value
+
+
+def load_state_dict(location: storage.Location, sha256: str | None = None) -> dict[str, Any]:
+    """Tensors only (`weights_only=True`); a local file is memory-mapped, read as it is used.
+
+    With `sha256`, the file is checked first: a truncated or corrupted checkpoint is an error
+    naming it, never weights loaded silently. A remote file is fetched once, checked and loaded
+    from the same bytes.
+    """
+    if sha256 is not None and not storage.is_uri(location):
+        verify(location, sha256)
+    try:
+        if storage.is_uri(location):
+            data = storage.read_bytes(location)
+            if sha256 is not None:
+                _check_digest(location, hashlib.sha256(data).hexdigest(), sha256)
+            return torch.load(io.BytesIO(data), weights_only=True)
+        return torch.load(location, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise SwapError(f"{location}: checkpoint not found") from None
+    except SwapError:
+        raise
+    except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError on bad files
+        raise SwapError(
+            f"{location}: not a readable checkpoint ({exc.__class__.__name__})"
+        ) from None
+
+
+def verify(location: storage.Location, sha256: str) -> None:
+    _check_digest(location, storage.sha256(location), sha256)
+
+
+def _check_digest(location: storage.Location, actual: str, sha256: str) -> None:
+    if actual != sha256:
+        raise SwapError(
+            f"{os.fspath(location)}: checksum mismatch, the file is truncated or corrupted "
+            f"(sha256 {actual[:12]}..., expected {sha256[:12]}...)"
+        )
+
+
+def save_resume_point(directory: str, epoch: int, state: Mapping[str, Any]) -> Saved:
+    """A worker's resumable state after `epoch`: written under a new name, then committed by
+    rewriting the small pointer file, so a crash at any moment leaves a complete one."""
+    saved = save_state_dict(state, storage.join(directory, _resume_file(epoch)))
+    write_json(
+        storage.join(directory, RESUME_POINT),
+        {"epoch": epoch, "sha256": saved.sha256, "file": _resume_file(epoch)},
+    )
+    # A worker commits its epochs in order (a rerun resumes after the last commit), so the
+    # one committed before is always the previous epoch's, if there was one.
+    storage.delete(storage.join(directory, _resume_file(epoch - 1)))
+    return saved
+
+
+def _resume_file(epoch: int) -> str:
+    return f"resume-epoch{epoch}.pt"
+
+
+def load_resume_point(directory: str) -> dict[str, Any] | None:
+    """The state `save_resume_point` last committed in `directory`, checked; None if none."""
+    location = storage.join(directory, RESUME_POINT)
+    if not storage.exists(location):
+        return None
+    pointer = read_json(location)
+    return load_state_dict(storage.join(directory, pointer["file"]), sha256=pointer["sha256"])
+
+
+def record_attempt(directory: str, pid: int, node_id: str) -> dict[str, Any]:
+    """Count one more run of a phase-2 worker, with where it runs now (pid, node) and the nodes
+    of every run so far; return that record.
+
+    Runs of one worker never overlap (Ray reruns a task only after it failed), so a plain
+    read-then-write is safe here.
+    """
+    before = attempts_record(directory)
+    record = {
+        "attempts": before["attempts"] + 1,
+        "pid": pid,
+        "node_id": node_id,
+        "nodes": [*before["nodes"], node_id],
+    }
+    write_json(storage.join(directory, ATTEMPTS), record)
+    return record
+
+
+def attempts_record(directory: str) -> dict[str, Any]:
+    location = storage.join(directory, ATTEMPTS)
+    if not storage.exists(location):
+        return {"attempts": 0, "nodes": []}
+    return read_json(location)
+
+
+def read_json(location: str) -> Any:
+    return json.loads(storage.read_bytes(location))
+
+
+def write_text(location: str, text: str) -> str:
+    storage.write_bytes(location, text.encode())
+    return location
+
+
+def write_json(location: str, data: Any) -> str:
+    return write_text(location, json.dumps(data, indent=2) + "\n")
+
+
+def open_run(spec: Spec, resume: str | None) -> tuple[str, dict[str, Any]]:
+    """A new run directory with the spec saved, or the one to resume with what it recorded."""
+    if resume is None:
+        run_dir = new_run_dir(spec.output.dir, spec.name)
+        write_text(join(run_dir, "spec.yaml"), spec.to_yaml())
+        return run_dir, {
+            "name": spec.name,
+            "run_id": run_dir.rpartition("/")[2],
+            "run_dir": run_dir,
+            "status": "running",
+            "spec": spec.to_dict(),
+            "versions": versions(),
+        }
+    run_dir = storage.absolute(resume)
+    saved_spec = join(run_dir, "spec.yaml")
+    if not storage.exists(saved_spec):
+        raise SwapError(f"--resume: {run_dir} is not a run directory (it has no spec.yaml)")
+    saved = parse_spec(storage.read_bytes(saved_spec).decode(), saved_spec)
+    differing = changed_fields(saved.to_dict(), spec.to_dict())
+    if differing:
+        raise SpecError(
+            [f"--resume: the spec differs from {saved_spec} at {field}" for field in differing]
+        )
+    results = read_json(join(run_dir, "results.json"))
+    results.update(status="running", resumed=results.get("resumed", 0) + 1)
+    results.pop("error", None)
+    return run_dir, results
+
+
+def changed_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    fields = []
+    for key in sorted(a.keys() | b.keys()):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            fields += changed_fields(left, right, f"{prefix}{key}.")
+        elif left != right:
+            fields.append(f"{prefix}{key} ({left!r} there, {right!r} here)")
+    return fields
+
+
+def save_results(run_dir: str, results: dict[str, Any]) -> None:
+    """results.json and manifest.json (the SHA-256 of every checkpoint), both atomic."""
+    write_json(join(run_dir, "results.json"), results)
+    write_json(join(run_dir, "manifest.json"), manifest(run_dir, results))
+
+
+def manifest(run_dir: str, results: dict[str, Any]) -> dict[str, str]:
+    files = {}
+    if "phase1" in results:
+        files[join(results["phase1"]["checkpoint"], MODEL_FILE)] = results["phase1"]["sha256"]
+    for worker in results.get("phase2", {}).get("workers", []):
+        if "sha256" in worker:
+            files[worker["checkpoint"]] = worker["sha256"]
+    if "phase3" in results:
+        files[results["phase3"]["model"]] = results["phase3"]["sha256"]
+    prefix = run_dir.rstrip("/") + "/"
+    return {path.removeprefix(prefix): digest for path, digest in sorted(files.items())}
+
+
+def versions() -> dict[str, str]:
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "python": platform.python_version(),
+        "torch": installed("torch"),
+        "ray": installed("ray"),
+        "swap": installed("swap"),
+    }

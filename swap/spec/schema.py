@@ -1,0 +1,377 @@
+"""The job spec's sections and fields: types, defaults, units (each field's description), and the
+checks between fields. No torch: names and shapes come from swap.catalog.
+
+Run: swap validate --defaults   (prints every field, its default and its description)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from swap.catalog import (
+    ARCHS,
+    DATASETS,
+    FILE_DATASETS,
+    IMAGEFOLDER_SIZE,
+    is_torchvision_arch,
+)
+from swap.user_code import accepts, import_function, is_reference
+
+
+def _number(value: Any) -> float:
+    """A real number: YAML ints/floats, or strings like "5e-4" (which YAML 1.1 leaves as text)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    if not isinstance(value, (int, float)):
+        raise ValueError("expected a number")
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return float(value)
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+PositiveNumber = Annotated[Number, Field(gt=0)]
+NonNegativeNumber = Annotated[Number, Field(ge=0)]
+Fraction = Annotated[Number, Field(ge=0, lt=1)]  # in [0, 1)
+Accuracy = Annotated[Number, Field(gt=0, le=1)]  # in (0, 1]
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+DATASET_NAMES = ", ".join(DATASETS)
+
+
+def field(default: Any, description: str) -> Any:
+    return Field(default, description=description)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Data(Section):
+    """the examples: a built-in set, an image folder, or your own function"""
+
+    dataset: StrictStr = field(
+        "digits", 'a built-in one (python -m swap.catalog) or "package.module:function"'
+    )
+    root: StrictStr | None = field(
+        None, "torchvision sets: folder of their files, relative to where swap runs (null: ./data)"
+    )
+    download: StrictBool = field(
+        False, "torchvision sets: fetch missing files into root (internet)"
+    )
+    train_dir: StrictStr | None = field(None, "imagefolder: training images, a folder per class")
+    test_dir: StrictStr | None = field(None, "imagefolder: test images, the same class folders")
+    augment: StrictBool = field(True, "the data set's standard training augmentation")
+    val_fraction: Fraction = field(0.1, "share of the training set held out (never the test set)")
+    image_size: PositiveInt | None = field(
+        None, f"imagefolder: side of the square crop, pixels (null: {IMAGEFOLDER_SIZE})"
+    )
+    resize: PositiveInt | None = field(
+        None, "imagefolder: shorter side before the test crop, pixels (null: 8/7 x image_size)"
+    )
+    mean: list[Number] | None = field(
+        None, "per-channel mean, pixels in [0, 1] (null: the data set's published one)"
+    )
+    std: list[PositiveNumber] | None = field(
+        None, "per-channel standard deviation, same units (null: the data set's published one)"
+    )
+    loader_workers: NonNegativeInt = field(
+        0, "DataLoader processes per training process (0: load in the process itself)"
+    )
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if is_reference(value):
+            import_function(value)  # ValueError says why not
+        elif value not in DATASETS:
+            raise ValueError(
+                f"unknown data set; choose one of {DATASET_NAMES}, "
+                f"or 'package.module:function' returning (train, test) datasets"
+            )
+        return value
+
+    @field_validator("root")
+    @classmethod
+    def _default_root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return "data" if value is None and info.data.get("dataset") in FILE_DATASETS else value
+
+    @field_validator("download")
+    @classmethod
+    def _downloadable(cls, value: bool, info: ValidationInfo) -> bool:
+        dataset = info.data.get("dataset")
+        if value and dataset is not None and dataset not in FILE_DATASETS:
+            names = ", ".join(FILE_DATASETS)
+            raise ValueError(f"only torchvision's data sets download ({names}), not {dataset}")
+        return value
+
+    @field_validator("augment")
+    @classmethod
+    def _plain_view_reachable(cls, value: bool, info: ValidationInfo) -> bool:
+        dataset = info.data.get("dataset")
+        custom = value and dataset is not None and is_reference(dataset)
+        if custom and not accepts(import_function(dataset), "augment"):
+            raise ValueError(
+                f"{dataset} takes no `augment` argument, so swap cannot get the examples "
+                "without augmentation that it validates on and refreshes BatchNorm with: "
+                "give it an `augment` parameter (swap calls it with augment=False for "
+                "those), or set data.augment: false if its examples are not augmented"
+            )
+        return value
+
+    @field_validator("train_dir", "test_dir", "image_size", "resize")
+    @classmethod
+    def _imagefolder_only(cls, value: Any, info: ValidationInfo) -> Any:
+        dataset = info.data.get("dataset")
+        if dataset is None:
+            return value
+        if value is None and dataset == "imagefolder" and info.field_name.endswith("_dir"):
+            raise ValueError("required for data.dataset: imagefolder")
+        if value is not None and dataset != "imagefolder":
+            raise ValueError(f"only for data.dataset: imagefolder (not {dataset})")
+        if info.field_name == "resize" and value is not None:
+            size = info.data.get("image_size") or IMAGEFOLDER_SIZE
+            if value < size:
+                raise ValueError(f"must be at least the crop, data.image_size ({size})")
+        return value
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _one_per_channel(cls, value: list[float] | None, info: ValidationInfo):
+        dataset = info.data.get("dataset")
+        if value is None or dataset is None:
+            return value
+        if is_reference(dataset):
+            raise ValueError("a custom data set normalizes its own examples")
+        channels = DATASETS[dataset].channels
+        if len(value) != channels:
+            raise ValueError(f"expected {channels} value(s), one per channel of {dataset}")
+        return value
+
+
+class Model(Section):
+    """the network"""
+
+    arch: StrictStr = field(
+        "small_cnn",
+        "swap's (python -m swap.catalog), torchvision's, or \"package.module:function\"",
+    )
+    depth: PositiveInt | None = field(None, "wide_resnet: layers, 6n + 4 (null: 28)")
+    width: PositiveInt | None = field(None, "wide_resnet: widening factor k (null: 10)")
+    channels_last: StrictBool = field(False, "NHWC memory format (faster on tensor-core GPUs)")
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str) -> str:
+        # swap's own names win: vgg16_bn is the CIFAR net ("torchvision.models:vgg16_bn" is not).
+        if is_reference(value):
+            import_function(value)  # ValueError says why not
+        elif value not in ARCHS and not is_torchvision_arch(value):
+            raise ValueError(
+                f"unknown architecture; choose one of {', '.join(ARCHS)}, a torchvision "
+                f"classification model (resnet18, resnet50, ...), or 'package.module:function'"
+            )
+        return value
+
+    @field_validator("depth", "width")
+    @classmethod
+    def _wide_resnet_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        arch = info.data.get("arch")
+        if value is not None and arch is not None and arch != "wide_resnet":
+            raise ValueError(f"only for model.arch: wide_resnet (not {arch})")
+        if info.field_name == "depth" and value is not None and (value < 10 or (value - 4) % 6):
+            raise ValueError("must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...)")
+        return value
+
+
+class Phase1(Section):
+    """large-batch synchronous data-parallel SGD (Ray Train, DDP)"""
+
+    workers: PositiveInt = field(2, "DDP ranks (Ray Train workers)")
+    batch_size: PositiveInt = field(512, "global examples per step, split evenly over the ranks")
+    lr: PositiveNumber = field(0.4, "peak learning rate for the global batch, after warm-up")
+    momentum: Fraction = field(0.9, "SGD momentum")
+    weight_decay: NonNegativeNumber = field(5e-4, "L2 penalty coefficient")
+    warmup_epochs: NonNegativeInt = field(1, "epochs of linear warm-up from lr/steps to lr")
+    max_epochs: PositiveInt = field(20, "hard stop; the LR decays linearly to 0 at this epoch")
+    stop_train_accuracy: Accuracy | None = field(
+        None, "e.g. 0.95: go to phase 2 once an epoch's training accuracy reaches it"
+    )
+    max_failures: NonNegativeInt = field(1, "restarts of the group (from its last epoch)")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _divisible(cls, value: int, info: ValidationInfo) -> int:
+        workers = info.data.get("workers")
+        if workers and value % workers:
+            raise ValueError(f"must be divisible by phase1.workers ({workers})")
+        return value
+
+    @field_validator("max_epochs")
+    @classmethod
+    def _after_warmup(cls, value: int, info: ValidationInfo) -> int:
+        warmup = info.data.get("warmup_epochs")
+        if warmup is not None and value <= warmup:
+            raise ValueError(f"must be greater than phase1.warmup_epochs ({warmup})")
+        return value
+
+
+class Phase2(Section):
+    """independent small-batch workers forked from phase 1's weights"""
+
+    workers: PositiveInt = field(4, "independent workers (Ray tasks); they queue for resources")
+    batch_size: PositiveInt = field(32, "examples per step, per worker")
+    lr: PositiveNumber = field(0.02, "learning rate at the start of phase 2, per worker")
+    momentum: Fraction | None = field(None, "null: phase1.momentum")
+    weight_decay: NonNegativeNumber | None = field(None, "null: phase1.weight_decay")
+    epochs: PositiveInt = field(5, "epochs each worker trains")
+    schedule: Literal["cosine", "constant"] = field(
+        "cosine", "LR over a worker's steps: cosine (to 0) or constant"
+    )
+    max_retries: NonNegativeInt = field(2, "reruns of a worker whose process or node died")
+    min_workers: PositiveInt = field(1, "phase 3 needs at least this many finished workers")
+
+    @field_validator("min_workers")
+    @classmethod
+    def _at_most_workers(cls, value: int, info: ValidationInfo) -> int:
+        workers = info.data.get("workers")
+        if workers is not None and value > workers:
+            raise ValueError(f"must be at most phase2.workers ({workers})")
+        return value
+
+
+class Phase3(Section):
+    """average the workers, refresh BatchNorm statistics, evaluate"""
+
+    bn_refresh: StrictBool = field(True, "recompute BatchNorm statistics of the averaged model")
+    bn_batches: PositiveInt | None = field(None, "batches for the refresh (null: every example)")
+    batch_size: PositiveInt = field(256, "examples per batch for the BN refresh and evaluation")
+
+
+class Resources(Section):
+    """what each worker asks Ray for, and where workers go"""
+
+    use_gpu: StrictBool = field(False, "a GPU per worker; DDP over NCCL instead of gloo")
+    cpus_per_worker: PositiveNumber = field(1, "Ray CPUs per worker, every phase (fractions too)")
+    gpus_per_worker: PositiveNumber = field(
+        1, "phase 2-3 GPUs per worker, at most 1 (fractions share); a phase-1 rank takes 1"
+    )
+    custom: dict[StrictStr, NonNegativeNumber] = field({}, "other Ray resources: {name: amount}")
+    phase1_placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = field(
+        "PACK", "placement-group strategy of the ranks (PACK keeps DDP traffic local)"
+    )
+    phase2_scheduling: Literal["SPREAD", "DEFAULT"] = field(
+        "SPREAD", "SPREAD: workers over as many nodes as possible; DEFAULT: Ray packs them"
+    )
+    amp: Literal["none", "bf16", "fp16"] = field(
+        "none", "autocast of forward passes: none, bf16, or fp16 (GPU only; adds loss scaling)"
+    )
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _at_most_one(cls, value: float) -> float:
+        if value > 1:
+            raise ValueError("must be at most 1: a worker trains on one GPU (fractions share one)")
+        return value
+
+    @field_validator("amp")
+    @classmethod
+    def _fp16_on_gpu(cls, value: str, info: ValidationInfo) -> str:
+        if value == "fp16" and info.data.get("use_gpu") is False:
+            raise ValueError("fp16 needs resources.use_gpu: true (on CPU use bf16 or none)")
+        return value
+
+
+class Output(Section):
+    """where runs land"""
+
+    dir: StrictStr = field(
+        "runs", "runs go to <dir>/<name>/<run-id>/: a path, shared path or URI (s3://, gs://)"
+    )
+
+
+class RuntimeEnv(Section):
+    """for `swap submit`: Ray's runtime environment of the job; swap adds its own"""
+
+    pip: list[StrictStr] | None = field(None, 'packages for the job, e.g. ["swap==0.1.0"]')
+    env_vars: dict[StrictStr, StrictStr] = field({}, "environment variables of every process")
+    working_dir: StrictStr | None = field(None, "a local folder (uploaded) or a remote URI")
+    py_modules: list[StrictStr] | None = field(None, "local module folders or URIs to ship")
+
+
+class Spec(Section):
+    """one SWAP job"""
+
+    name: StrictStr = Field(description="run name; a safe file name (required)")
+    seed: NonNegativeInt = field(0, "every random stream of the job is split from it")
+    data: Data = Data()
+    model: Model = Model()
+    phase1: Phase1 = Phase1()
+    phase2: Phase2 = Phase2()
+    phase3: Phase3 = Phase3()
+    resources: Resources = Resources()
+    output: Output = Output()
+    runtime_env: RuntimeEnv = RuntimeEnv()
+
+    @field_validator("model")
+    @classmethod
+    def _model_fits_data(cls, value: Model, info: ValidationInfo) -> Model:
+        data = info.data.get("data")
+        if data is None or is_reference(data.dataset) or value.arch in ARCHS:
+            return value
+        channels = DATASETS[data.dataset].channels
+        if is_reference(value.arch) or channels == 3:
+            return value
+        raise PydanticCustomError(
+            "cross_field",
+            f"arch {value.arch!r} (torchvision) takes 3-channel images; data set "
+            f"{data.dataset} has {channels}: choose one of swap's nets ({', '.join(ARCHS)})",
+        )
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not SAFE_NAME.fullmatch(value):
+            raise ValueError(
+                "must be a safe file name: letters, digits, '.', '_', '-', "
+                "starting with a letter or digit, at most 100 characters"
+            )
+        return value
+
+    @property
+    def phase2_momentum(self) -> float:
+        return self.phase1.momentum if self.phase2.momentum is None else self.phase2.momentum
+
+    @property
+    def phase2_weight_decay(self) -> float:
+        wd = self.phase2.weight_decay
+        return self.phase1.weight_decay if wd is None else wd
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -1,0 +1,115 @@
+"""What the tests share: tiny specs, phase-1 weights to fork, a hook that interrupts a worker,
+and a `swap run` driver in a process of its own to kill.
+
+Run: imported by the tests in tests/unit/ and tests/integration/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import swap
+from swap.rundir import MODEL_FILE, save_state_dict
+from swap.spec import Spec, spec_from_dict
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_spec(output_dir: Path, **sections) -> Spec:
+    """A spec that trains the digits CNN through all three phases in seconds on 2 CPUs."""
+    raw = {
+        "name": "tiny",
+        "seed": 0,
+        "phase1": {"workers": 2, "batch_size": 128, "lr": 0.2, "max_epochs": 3},
+        "phase2": {"workers": 3, "batch_size": 64, "lr": 0.05, "epochs": 1},
+        "resources": {"cpus_per_worker": 0.5},
+        "output": {"dir": str(output_dir)},
+    }
+    for section, fields in sections.items():
+        raw[section] = {**raw.get(section, {}), **fields} if isinstance(fields, dict) else fields
+    return spec_from_dict(raw)
+
+
+def phase1_weights(spec: Spec, directory: Path) -> tuple[str, str]:
+    """Untrained weights saved where phase 1 would leave them: (their file, their SHA-256)."""
+    torch.manual_seed(0)
+    saved = save_state_dict(swap.build_model(spec).state_dict(), directory / MODEL_FILE)
+    return saved.location, saved.sha256
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfter:
+    """A progress hook that kills the worker right after epoch `epoch` was committed."""
+
+    def __init__(self, epoch: int) -> None:
+        self.stop_at = epoch
+
+    def epoch(self, record, steps):
+        if record["epoch"] == self.stop_at:
+            raise Interrupt
+
+    def checkpoint(self, saved, seconds):
+        pass
+
+
+SWAP = Path(sys.executable).parent / "swap"
+# Phase-2 epochs of a second or so on 2 CPUs: slow enough to be caught in the middle.
+SLOW_PHASE2 = [
+    "phase1.max_epochs=2",
+    "phase2.workers=2",
+    "phase2.epochs=10",
+    "phase2.batch_size=4",
+    "phase2.max_retries=1",
+]
+
+
+def start_driver(log: Path, *args: str) -> subprocess.Popen:
+    """`swap run` on the quickstart in its own session (its local Ray is in its process group,
+    so killing the group kills them both); output to `log`, never a pipe nobody drains."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [str(SWAP), "run", str(REPO / "configs" / "quickstart.yaml"), *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_for(condition, what: str, process: subprocess.Popen, seconds: float = 180):
+    """Poll a file-system condition another process will make true (it cannot be awaited)."""
+    deadline = time.monotonic() + seconds
+    while (value := condition()) is None:
+        assert process.poll() is None, f"the driver exited before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def committed_epoch(run_root: Path, worker: int):
+    """(attempts.json, epoch) once `worker` has committed an epoch, else None."""
+    for run in run_root.glob("digits-quickstart/*"):
+        directory = run / "phase2" / f"worker-{worker}"
+        try:
+            progress = json.loads((directory / "resume.json").read_text())
+            attempts = json.loads((directory / "attempts.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if progress["epoch"] >= 1 and not (directory / "result.json").exists():
+            return run, attempts, progress["epoch"]
+    return None
+
+
+def results(run: Path) -> dict:
+    return json.loads((run / "results.json").read_text())

@@ -1,0 +1,73 @@
+"""Every shipped job spec loads, validates, opens with the command that runs it, and the paper
+recipes hold the numbers they say they hold.
+
+Run: pytest tests/unit/test_configs.py
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swap.spec import load_spec
+
+from ..helpers import REPO
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_there_are_configs():
+    assert any(path.name == "quickstart.yaml" for path in CONFIGS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_validates_and_says_how_to_run_it(path):
+    spec = load_spec(path)
+    assert spec.name
+    first_line = path.read_text().splitlines()[0]
+    assert first_line == f"# swap run configs/{path.name}"
+
+
+def recipe(name: str):
+    return load_spec(REPO / "configs" / name)
+
+
+def test_cifar10_recipe_as_shipped():
+    spec = recipe("cifar10_resnet20.yaml")
+    assert (spec.data.dataset, spec.model.arch, spec.model.channels_last) == (
+        "cifar10",
+        "resnet20",
+        True,
+    )
+    assert spec.phase1.workers == spec.phase2.workers == 8  # the paper's 8 GPUs
+    assert spec.phase1.lr == pytest.approx(0.1 * spec.phase1.batch_size / 128)  # linear scaling
+    assert spec.resources.use_gpu and spec.resources.amp == "bf16"
+
+
+def test_cifar100_recipe_as_shipped():
+    spec = recipe("cifar100_wrn28_10.yaml")
+    assert (spec.data.dataset, spec.model.arch) == ("cifar100", "wide_resnet")
+    assert (spec.model.depth, spec.model.width) == (28, 10)
+    assert spec.phase1.lr == pytest.approx(0.1 * spec.phase1.batch_size / 128)
+    assert spec.phase2.lr == 0.05 and spec.phase1.weight_decay == 5e-4  # SWA's, WRN paper's
+
+
+def test_imagenet_recipe_validates_without_a_gpu(monkeypatch):
+    def no_gpu_here(*args, **kwargs):
+        raise AssertionError("validating a spec asked about GPUs")
+
+    for name in ("is_available", "device_count", "get_device_name"):
+        monkeypatch.setattr(torch.cuda, name, no_gpu_here)
+    spec = recipe("imagenet_resnet50.yaml")
+    assert spec.resources.use_gpu and spec.phase1.workers == 8 and spec.phase2.workers == 8
+    assert (spec.data.dataset, spec.model.arch) == ("imagefolder", "resnet50")
+    assert (spec.data.image_size, spec.data.resize) == (224, 256)
+    assert spec.phase1.lr == pytest.approx(0.1 * spec.phase1.batch_size / 256)  # Goyal et al.
+    assert spec.phase1.max_epochs + spec.phase2.epochs == 28  # the paper's epoch budget
+
+
+def test_every_recipe_says_where_its_numbers_come_from():
+    for name in ("cifar10_resnet20.yaml", "cifar100_wrn28_10.yaml", "imagenet_resnet50.yaml"):
+        text = (REPO / "configs" / name).read_text()
+        assert text.splitlines()[0] == f"# swap run configs/{name}"
+        assert "The SWAP paper" in text and "Chosen here" in text, name

@@ -1,0 +1,78 @@
+"""Run storage and checkpoint files: atomic writes, URIs, never reusing a run directory.
+
+Run: pytest tests/unit/test_rundir.py
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swap import storage
+from swap.errors import SwapError
+from swap.rundir import load_state_dict, new_run_dir, save_state_dict, write_json
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
+    target = str(tmp_path / "a" / "b" / "file.bin")
+    storage.write_bytes(target, b"first")
+    storage.write_bytes(target, b"second")
+    assert storage.read_bytes(target) == b"second"
+    assert [p.name for p in (tmp_path / "a" / "b").iterdir()] == ["file.bin"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    target = str(tmp_path / "results.json")
+    write_json(target, {"ok": 1})
+
+    class Unwritable:  # fails inside the write, after the temporary file was opened
+        pass
+
+    with pytest.raises(TypeError):
+        storage.write_bytes(target, Unwritable())
+    assert storage.read_bytes(target) == b'{\n  "ok": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_state_dicts_round_trip_through_paths_and_uris(tmp_path, as_uri):
+    location = str(tmp_path / "w" / "model.pt")
+    if as_uri:
+        location = f"file://{location}"
+    state = {"w": torch.arange(6.0).reshape(2, 3), "n": torch.tensor(3)}
+    saved = save_state_dict(state, location)
+    for loaded in (load_state_dict(location), load_state_dict(location, saved.sha256)):
+        assert torch.equal(loaded["w"], state["w"]) and loaded["n"].item() == 3
+    file = tmp_path / "w" / "model.pt"
+    data = file.read_bytes()
+    file.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # one byte changed
+    with pytest.raises(SwapError, match="checksum mismatch"):
+        load_state_dict(location, saved.sha256)
+
+
+def test_missing_and_corrupt_checkpoints_are_named(tmp_path):
+    missing = str(tmp_path / "nope.pt")
+    with pytest.raises(SwapError, match=f"{missing}: checkpoint not found"):
+        load_state_dict(missing)
+    corrupt = tmp_path / "bad.pt"
+    save_state_dict({"w": torch.ones(100)}, str(corrupt))
+    corrupt.write_bytes(corrupt.read_bytes()[:50])
+    with pytest.raises(SwapError, match=f"{corrupt}: not a readable checkpoint"):
+        load_state_dict(str(corrupt))
+
+
+def test_run_directories_are_new_every_time(tmp_path):
+    runs = {new_run_dir(str(tmp_path), "job") for _ in range(5)}
+    assert len(runs) == 5
+    assert all(r.startswith(f"{tmp_path}/job/") for r in runs)
+    uri = new_run_dir(f"file://{tmp_path}/u", "job")
+    assert uri.startswith(f"file://{tmp_path}/u/job/") and storage.exists(uri)
+
+
+def test_relative_output_dirs_are_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert new_run_dir("runs", "job").startswith(f"{tmp_path}/runs/job/")
+
+
+def test_join():
+    assert storage.join("s3://bucket/runs/", "a", "b.pt") == "s3://bucket/runs/a/b.pt"
