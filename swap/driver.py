@@ -13,8 +13,9 @@ from rich.console import Console
 from swap import metrics
 from swap.data.registry import prepare_data
 from swap.phases.phase1 import run_phase1
-from swap.phases.phase2 import run_phase2
+from swap.phases.phase2 import run_phase2, start_phase2_processes
 from swap.phases.phase3 import run_phase3
+from swap.phases.placement import share_data
 from swap.ray_session import connect_ray
 from swap.report import print_summary, write_report
 from swap.rundir import MODEL_FILE, open_run, save_results
@@ -30,8 +31,8 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
     """
     console = console or Console()
     started = time.perf_counter()
-    # Data paths made absolute here; missing files fail before a run directory or Ray exists.
-    spec = prepare_data(spec)
+    # Built once, here: a missing file or a batch too large fails before a run directory or Ray.
+    spec, splits = prepare_data(spec)
     run_dir, results = open_run(spec, resume)
     earlier_seconds = results.get("total_seconds", 0.0)
     console.print(f"[bold]swap[/] {spec.name}: run directory {run_dir}", soft_wrap=True)
@@ -45,20 +46,24 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
         connect_ray()
         console.print(metrics.scrape_hint(labels), soft_wrap=True)
         metrics.set_phase(labels, metrics.PENDING)
+        data = share_data(splits)  # every process of the job reads it from Ray's object store
+        # Phase 2's processes start (imports, data) while phase 1 trains: the switch only
+        # hands them the weights.
+        warmed = start_phase2_processes(spec, data) if "phase2" not in results else []
         console.rule("phase 1: large-batch data-parallel SGD")
         if "phase1" in results:
             console.print("phase 1 finished in an earlier attempt: kept")
         else:
-            results["phase1"] = run_phase1(spec, run_dir)
+            results["phase1"] = run_phase1(spec, run_dir, data)
         save()
         console.rule("phase 2: independent small-batch workers")
         if "phase2" not in results:
             weights = join(results["phase1"]["checkpoint"], MODEL_FILE)
             sha = results["phase1"]["sha256"]
-            results["phase2"] = run_phase2(spec, run_dir, weights, sha, console)
+            results["phase2"] = run_phase2(spec, run_dir, data, weights, sha, console, warmed)
         save()
         console.rule("phase 3: average, refresh BatchNorm, evaluate")
-        results["phase3"] = run_phase3(spec, run_dir, results["phase2"]["workers"])
+        results["phase3"] = run_phase3(spec, run_dir, data, results["phase2"]["workers"])
         mark_dropped(results["phase2"]["workers"], results["phase3"]["dropped"])
         results["status"] = "finished"
         metrics.set_phase(labels, metrics.DONE)

@@ -25,6 +25,9 @@ RAY_DEFAULTS = {
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     # Phase-2 workers print look-alike lines at once; Ray would fold them into "[repeated 3x]".
     "RAY_DEDUP_LOGS": "0",
+    # Keep idle worker processes of a local Ray (Ray's default reaps those beyond one per CPU,
+    # counting phase 1's ranks): phase 2 starts in processes warmed during phase 1.
+    "RAY_num_workers_soft_limit": "64",
 }
 
 

@@ -189,6 +189,7 @@ def open_run(spec: Spec, resume: str | None) -> tuple[str, dict[str, Any]]:
             "run_id": run_dir.rpartition("/")[2],
             "run_dir": run_dir,
             "status": "running",
+            "started_at": time.time(),  # Unix seconds: the job's timeline starts here
             "spec": spec.to_dict(),
             "versions": versions(),
         }

@@ -19,7 +19,8 @@ Word = int | str
 
 INIT = "init"  # the initial weights: the same on every phase-1 rank
 ORDER = "order"  # the order of an epoch's examples
-AUGMENT = "augment"  # an epoch's augmentation draws (and any other torch RNG use in the step)
+AUGMENT = "augment"  # an epoch's batch augmentation draws (swap.data.augment)
+RNG = "rng"  # torch's global RNG during an epoch: dropout, a data set's own random transforms
 BN = "bn"  # the BN-refresh shuffle of phase 3
 
 
@@ -39,12 +40,20 @@ def phase1_augment(seed: int, rank: int, epoch: int) -> int:
     return stream_seed(seed, "phase1", AUGMENT, rank, epoch)
 
 
+def phase1_rng(seed: int, rank: int, epoch: int) -> int:
+    return stream_seed(seed, "phase1", RNG, rank, epoch)
+
+
 def phase2_order(seed: int, worker: int, epoch: int) -> int:
     return stream_seed(seed, "phase2", worker, ORDER, epoch)
 
 
 def phase2_augment(seed: int, worker: int, epoch: int) -> int:
     return stream_seed(seed, "phase2", worker, AUGMENT, epoch)
+
+
+def phase2_rng(seed: int, worker: int, epoch: int) -> int:
+    return stream_seed(seed, "phase2", worker, RNG, epoch)
 
 
 def worker_seed(seed: int, worker: int) -> int:

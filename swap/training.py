@@ -9,7 +9,7 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from swap.spec import Spec
 SCHEDULER_FIRST = "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
 AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHECK_EVERY = 32  # steps between looks at the loss, for a worker that stops when it diverges
+Prepare = Callable[[Tensor], Tensor]  # a batch of inputs on the device -> ready for the model
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,11 @@ class EpochStats:
     @property
     def accuracy(self) -> float:
         return self.correct / max(1, self.count)
+
+    @property
+    def accuracy_if_any(self) -> float | None:
+        """The accuracy, or None for a pass over no examples (no validation split)."""
+        return self.accuracy if self.count else None
 
     def as_tensor(self, device: torch.device) -> Tensor:
         """The sums as one float64 tensor on `device`, to be reduced over ranks."""
@@ -163,8 +169,11 @@ def train_epoch(
     device: torch.device,
     precision: Precision = FLOAT32,
     stop_on_nonfinite: bool = False,
+    prepare: Prepare | None = None,
 ) -> EpochStats:
     """One pass of SGD over `batches`, stepping the LR scheduler after every optimizer step.
+    `prepare` makes each batch of inputs ready on the device (a data set's BatchTransform,
+    normalizing and augmenting), if its loader does not.
 
     With a loss scaler, a step whose gradients overflowed is skipped (and the scale lowered);
     the schedule still advances, as it counts steps taken over the data. A NaN or infinite loss
@@ -178,7 +187,7 @@ def train_epoch(
         # A skipped first step makes the scheduler warn that it stepped before the optimizer.
         warnings.filterwarnings("ignore", re.escape(SCHEDULER_FIRST), UserWarning)
         for step, batch in enumerate(batches, start=1):
-            logits, targets, loss = _forward(model, batch, device, precision)
+            logits, targets, loss = _forward(model, batch, device, precision, prepare)
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()
@@ -203,12 +212,26 @@ def evaluate(
     batches: Iterable[tuple[Tensor, Tensor]],
     device: torch.device,
     precision: Precision = FLOAT32,
+    prepare: Prepare | None = None,
 ) -> EpochStats:
     model.eval()
     tally = Tally(device)
     for batch in batches:
-        tally.add(*_forward(model, batch, device, precision))
+        tally.add(*_forward(model, batch, device, precision, prepare))
     return tally.read()
+
+
+def ready_inputs(
+    batches: Iterable[tuple[Tensor, Any]],
+    device: torch.device,
+    precision: Precision = FLOAT32,
+    prepare: Prepare | None = None,
+) -> Iterator[Tensor]:
+    """Each batch's inputs on `device`, in the model's memory format, made ready by `prepare`:
+    what the BN refresh feeds the model."""
+    for inputs, _ in batches:
+        inputs = precision.to_input(inputs, device)
+        yield inputs if prepare is None else prepare(inputs)
 
 
 def epoch_record(epoch: int, stats: EpochStats, lr: float, seconds: float) -> dict[str, Any]:
@@ -237,10 +260,16 @@ def epoch_line(who: str, record: dict[str, Any], epochs: int) -> str:
 
 
 def _forward(
-    model: nn.Module, batch: tuple[Tensor, Tensor], device: torch.device, precision: Precision
+    model: nn.Module,
+    batch: tuple[Tensor, Tensor],
+    device: torch.device,
+    precision: Precision,
+    prepare: Prepare | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     inputs, targets = batch
     inputs = precision.to_input(inputs, device)
+    if prepare is not None:
+        inputs = prepare(inputs)
     targets = targets.to(device, non_blocking=True)
     dtype = precision.autocast_dtype
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):

@@ -49,10 +49,14 @@ def noisy_digits(augment=True, record=False):
     from swap.spec import Data
 
     splits = load_splits(Data(augment=False, val_fraction=0))
+
+    def ready(images):  # raw pixels as the model sees them: swap's batch transform, here
+        return splits.batch_transform(torch.from_numpy(images))
+
     train, test = splits.train, splits.test
     return (
-        NoisyDigits(train.images, train.labels, noise=augment, record=record),
-        NoisyDigits(test.images, test.labels, noise=False, record=False),
+        NoisyDigits(ready(train.images), torch.from_numpy(train.labels), augment, record),
+        NoisyDigits(ready(test.images), torch.from_numpy(test.labels), False, False),
     )
 
 

@@ -8,6 +8,7 @@ label is `k % classes`, so a test can compute what loading must produce.
 
 from __future__ import annotations
 
+import gzip
 import pickle
 import struct
 from pathlib import Path
@@ -87,20 +88,29 @@ def write_cifar100(root: Path, train: int = 40, test: int = 20) -> Path:
     return root
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An IDX file (MNIST's format): magic 0x0000 0x08 (uint8) ndim, big-endian sizes, data."""
+def write_idx(path: Path, array: np.ndarray, gzipped: bool = False) -> None:
+    """An IDX file (MNIST's format): magic 0x0000 0x08 (uint8) ndim, big-endian sizes, data;
+    gzipped (name + ".gz") as the original distribution and Debian's package ship them."""
     path.parent.mkdir(parents=True, exist_ok=True)
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
     header += struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
+    data = header + array.astype(np.uint8).tobytes()
+    if gzipped:
+        Path(f"{path}.gz").write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
 
 
-def write_mnist(root: Path, folder: str = "MNIST", train: int = 30, test: int = 12) -> Path:
-    """`<folder>/raw/` with the four uncompressed IDX files torchvision reads."""
-    raw = root / folder / "raw"
+def write_mnist(
+    root: Path, folder: str = "MNIST", train: int = 30, test: int = 12, flat_gz: bool = False
+) -> Path:
+    """The four IDX files: uncompressed in `<folder>/raw/` (torchvision's layout), or with
+    `flat_gz` gzipped in `root` itself (Debian's dataset-fashion-mnist layout)."""
+    raw = root if flat_gz else root / folder / "raw"
     for prefix, n, offset in (("train", train, 0), ("t10k", test, 1000)):
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", images_chw(n, 1, 28, offset)[:, 0])
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.array(labels(n, 10, offset)))
+        images = images_chw(n, 1, 28, offset)[:, 0]
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images, gzipped=flat_gz)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.array(labels(n, 10, offset)), flat_gz)
     return root
 
 

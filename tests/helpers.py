@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 import swap
+from swap.data.registry import load_splits
+from swap.phases.placement import share_data
 from swap.rundir import MODEL_FILE, save_state_dict
 from swap.spec import Spec, spec_from_dict
 
@@ -35,6 +37,11 @@ def tiny_spec(output_dir: Path, **sections) -> Spec:
     for section, fields in sections.items():
         raw[section] = {**raw.get(section, {}), **fields} if isinstance(fields, dict) else fields
     return spec_from_dict(raw)
+
+
+def shared_data(spec: Spec):
+    """The spec's data in Ray's object store, as the driver shares it with the phases."""
+    return share_data(load_splits(spec.data))
 
 
 def phase1_weights(spec: Spec, directory: Path) -> tuple[str, str]:

@@ -1,6 +1,7 @@
-"""What every data set source returns (`DatasetInfo`, `Splits`), and the pieces they share.
+"""What every data set source returns (`DatasetInfo`, `Splits`) and the views they share. Light:
+the training processes unpickle these from Ray's object store without importing the sources.
 
-Run: imported by swap.data.registry and the sources beside it.
+Run: imported by swap.data.registry, the sources beside it, and the phases' workers.
 """
 
 from __future__ import annotations
@@ -11,18 +12,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from swap.catalog import DATASETS
+from swap.data.augment import BatchTransform
 from swap.spec import Data
 
 Transform = Callable[[Any], torch.Tensor]
-
-# The held-out splits never depend on a job's seed, so runs with different seeds are compared
-# on the same test and validation examples.
-SPLIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -40,44 +36,47 @@ def builtin_info(name: str) -> DatasetInfo:
 
 @dataclass(frozen=True)
 class Splits:
-    """`train` is what the optimizer sees (augmented); `train_plain` is the same examples without
-    augmentation, for the BN refresh. `val` is held out of training; `test` is never used to
-    choose anything."""
+    """`train` is what the optimizer sees; `train_plain` the same examples without augmentation,
+    for the BN refresh. `val` is held out of training; `test` is never used to choose anything.
+
+    With `batch_transform` (the in-memory sets), every set yields raw pixels and the training
+    process makes each batch ready on its device: normalized, and augmented for training (then
+    `train_plain` is `train`). Without it (image folders, a user's sets) examples come ready.
+    """
 
     info: DatasetInfo
     train: Dataset
     train_plain: Dataset
     val: Dataset
     test: Dataset
+    batch_transform: BatchTransform | None = None
+
+    def training_transform(self, seed: int, device: torch.device):
+        """What makes one epoch's training batches ready on `device`, its augmentation drawn
+        from a generator seeded with `seed`; None when the examples come ready."""
+        if self.batch_transform is None:
+            return None
+        return self.batch_transform.training(seed, device)
 
 
 class Images(Dataset):
-    """Images held as one tensor in memory, with an optional transform.
+    """Images held in memory as one array (raw pixels, N x C x H x W) with their labels, fetched
+    a batch at a time: `images[list_of_indices]` is one numpy gather, no per-image Python.
 
-    `batchable`: the transform gives each image of a batch what it gives the image alone (no
-    random draws, only per-element and per-channel operations), so a list of indices can be
-    fetched and transformed as one batch. No transform is batchable.
-    """
+    numpy arrays, not tensors: Ray's object store hands them to every process of a node without
+    copying, and `torch.from_numpy` of each fetched batch (a fresh array) costs nothing."""
 
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        transform: Transform | None,
-        batchable: bool = False,
-    ):
-        self.images, self.labels, self.transform = images, labels, transform
-        self.batchable = batchable or transform is None
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One example; or, if `batchable`, a whole batch for a list of indices."""
-        image = self.images[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.labels[index]
+        images, labels = self.images[index], self.labels[index]
+        if not isinstance(index, list):  # one example: a view into a read-only array, copied
+            images, labels = images.copy(), np.asarray(labels)
+        return torch.from_numpy(images), torch.from_numpy(labels)
 
 
 class Transformed(Dataset):
@@ -94,44 +93,24 @@ class Transformed(Dataset):
         return self.transform(image), label
 
 
-def holdout(
-    index: np.ndarray, labels: np.ndarray | None, fraction: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split `index` into (kept, held out) with `fraction` held out, by a fixed seed.
-
-    Stratified by `labels` when given and possible (every class needs two examples and the
-    held-out part one slot per class); otherwise a plain seeded shuffle.
-    """
-    if fraction <= 0:
-        return index, index[:0]
-
-    if labels is not None:
-        try:
-            kept, held = train_test_split(
-                index, test_size=fraction, random_state=SPLIT_SEED, stratify=labels
-            )
-            return kept, held
-        except ValueError:  # too few examples per class to stratify
-            pass
-    kept, held = train_test_split(index, test_size=fraction, random_state=SPLIT_SEED)
-    return kept, held
-
-
 def normalization(
     data: Data, mean: Sequence[float], std: Sequence[float]
-) -> tuple[list[float], list[float]]:
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The spec's `data.mean`/`data.std` where given, else the data set's own values."""
-    return list(data.mean or mean), list(data.std or std)
+    return tuple(data.mean or mean), tuple(data.std or std)
 
 
-def normalize_to_float(channels_mean: Sequence[float], channels_std: Sequence[float]) -> Transform:
-    """uint8 or PIL image -> float32 in [0, 1] -> normalized per channel."""
-
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(channels_mean), list(channels_std)),
-            v2.ToPureTensor(),
-        ]
-    )
+def in_memory_splits(
+    data: Data,
+    info: DatasetInfo,
+    kept: tuple[np.ndarray, np.ndarray],
+    held: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    transform: BatchTransform,
+) -> Splits:
+    """Splits of raw in-memory images, (images, labels) each, made ready on the device by
+    `transform` (its augmentation dropped when `data.augment` is off)."""
+    if not data.augment:
+        transform = BatchTransform(transform.scale, transform.mean, transform.std)
+    train = Images(*kept)
+    return Splits(info, train, train, Images(*held), Images(*test), transform)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from swap.data.common import DatasetInfo, Splits, holdout
+from swap.data.common import DatasetInfo, Splits
+from swap.data.holdout import holdout
 from swap.errors import SwapError
 from swap.spec import Data
 from swap.user_code import accepts, call_with_accepted, import_function

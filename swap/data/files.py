@@ -5,6 +5,7 @@ Run: python -c "from swap.data.files import FILE_DATASETS; print(sorted(FILE_DAT
 
 from __future__ import annotations
 
+import gzip
 import pickle
 import sys
 from collections.abc import Callable
@@ -15,22 +16,12 @@ from typing import Any
 
 import numpy as np
 import scipy.io
-import torch
 from filelock import FileLock
-from torchvision import datasets
-from torchvision.transforms import v2
 
 from swap.catalog import DATASETS
-from swap.data.common import (
-    DatasetInfo,
-    Images,
-    Splits,
-    Transform,
-    builtin_info,
-    holdout,
-    normalization,
-    normalize_to_float,
-)
+from swap.data.augment import BatchTransform
+from swap.data.common import DatasetInfo, Splits, builtin_info, in_memory_splits, normalization
+from swap.data.holdout import holdout
 from swap.errors import SwapError
 from swap.spec import Data
 
@@ -39,11 +30,13 @@ Reader = Callable[[Path, bool], tuple[np.ndarray, np.ndarray]]  # (root, train) 
 
 @dataclass(frozen=True)
 class FileDataset:
-    """Where a data set's files live under `data.root` (torchvision's layout), how to read them,
-    and how torchvision downloads them."""
+    """Where a data set's files live under `data.root`, how to read them, and how torchvision
+    downloads them. Each file is looked for in torchvision's layout and, flat, in data.root
+    itself, gzipped or not (`find`): Debian's dataset-fashion-mnist package, for one, installs
+    /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz and its three siblings."""
 
     name: str  # its swap.catalog entry holds its classes, shape, sizes and augmentation
-    files: tuple[str, ...]  # every file a load reads, relative to data.root
+    files: tuple[str, ...]  # every file a load reads, in torchvision's layout under data.root
     mean: tuple[float, ...]  # per-channel mean of the training images, in [0, 1] units
     std: tuple[float, ...]  # per-channel standard deviation, same units
     read: Reader
@@ -54,8 +47,29 @@ class FileDataset:
         return builtin_info(self.name)
 
 
-# CIFAR's and SVHN's torchvision classes check every file's MD5 on every construction, in every
-# worker; swap reads their (simple, documented) formats itself and uses torchvision to download.
+# torchvision's classes check every file's MD5 on every construction; swap reads the (simple,
+# documented) formats itself, once per job, and uses torchvision only to download.
+
+
+def find(root: Path, name: str) -> Path | None:
+    """The file `name` (torchvision's layout under `root`) as it is there: at that path or flat
+    in `root`, as it is or gzipped; None if it is nowhere."""
+    flat = name.rpartition("/")[2]
+    for candidate in (name, f"{name}.gz", flat, f"{flat}.gz"):
+        if (root / candidate).is_file():
+            return root / candidate
+    return None
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _located(root: Path, name: str) -> Path:
+    path = find(root, name)
+    if path is None:
+        raise FileNotFoundError(f"{name} is not under {root}")
+    return path
 
 
 def read_cifar(
@@ -71,10 +85,10 @@ def read_cifar(
     """CIFAR's pickled batches: `data` is N x 3072 uint8 (RGB planes of 32x32), labels a list."""
     images, labels = [], []
     for name in batches[0] if train else batches[1]:
-        entry = _unpickle(root / folder / name)
+        entry = _unpickle(_located(root, f"{folder}/{name}"))
         images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(entry[label_key])  # "labels" (CIFAR-10) or "fine_labels" (CIFAR-100)
-    names = _unpickle(root / folder / meta[0])[meta[1]]
+    names = _unpickle(_located(root, f"{folder}/{meta[0]}"))[meta[1]]
     if len(names) != num_classes:
         raise ValueError(f"{meta[0]} lists {len(names)} classes, not {num_classes}")
     return np.concatenate(images), np.asarray(labels, dtype=np.int64)
@@ -83,21 +97,37 @@ def read_cifar(
 def _unpickle(path: Path) -> dict[str, Any]:
     # The data set's own format is pickle (torchvision reads it the same way): a root holds
     # files the user trusts, like any code they run.
-    with open(path, "rb") as f:
+    with _open(path) as f:
         return pickle.load(f, encoding="latin1")
 
 
 def read_mnist(root: Path, train: bool, *, class_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST-format IDX files under `<root>/<class_name>/raw/`, through torchvision's class."""
+    """MNIST-format IDX files: `<root>/<class_name>/raw/` (torchvision's layout) or flat."""
+    prefix = "train" if train else "t10k"
+    images = read_idx(_located(root, f"{class_name}/raw/{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_located(root, f"{class_name}/raw/{prefix}-labels-idx1-ubyte"))
+    return images[:, None], labels.astype(np.int64)
 
-    dataset = getattr(datasets, class_name)(str(root), train=train, download=False)
-    return dataset.data.unsqueeze(1).numpy(), dataset.targets.numpy().astype(np.int64)
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes (LeCun's MNIST format): magic 0x0000 08 D, then D
+    big-endian int32 sizes, then the data."""
+    with _open(path) as f:
+        data = f.read()
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path.name} is not an IDX file of unsigned bytes")
+    dims = data[3]
+    shape = tuple(int(n) for n in np.frombuffer(data, ">i4", count=dims, offset=4))
+    values = np.frombuffer(data, np.uint8, offset=4 + 4 * dims)
+    if values.size != int(np.prod(shape)):
+        raise ValueError(f"{path.name} holds {values.size} bytes for a {shape} array")
+    return values.reshape(shape)
 
 
 def read_svhn(root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
     """SVHN's MATLAB files: X is 32 x 32 x 3 x N uint8, y is N x 1 with the digit 0 stored as 10."""
 
-    mat = scipy.io.loadmat(root / ("train_32x32.mat" if train else "test_32x32.mat"))
+    mat = scipy.io.loadmat(_located(root, "train_32x32.mat" if train else "test_32x32.mat"))
     images = np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1)))  # as torchvision does
     labels = mat["y"].astype(np.int64).reshape(-1)
     labels[labels == 10] = 0
@@ -108,6 +138,8 @@ def download_with(class_name: str, *calls: dict[str, Any]) -> Callable[[Path], N
     """Download by constructing torchvision's class with `download=True` (it verifies MD5s)."""
 
     def download(root: Path) -> None:
+        from torchvision import datasets  # torchvision (and its 1.5 s import): only to download
+
         for kwargs in calls:
             getattr(datasets, class_name)(str(root), download=True, **kwargs)
 
@@ -232,44 +264,28 @@ def ensure_files(dataset: FileDataset, data: Data) -> None:
 
 
 def _missing(dataset: FileDataset, root: Path) -> list[str]:
-    return [name for name in dataset.files if not (root / name).is_file()]
+    return [name for name in dataset.files if find(root, name) is None]
 
 
 def load_file_splits(dataset: FileDataset, data: Data) -> Splits:
-    """Both splits as uint8 tensors in memory; conversion, augmentation and normalization happen
-    in the loader's workers: per example for augmented training, per batch otherwise."""
+    """Both splits as uint8 arrays in memory; conversion, augmentation and normalization happen
+    a batch at a time on the training device (swap.data.augment)."""
     ensure_files(dataset, data)
     train_images, train_labels = _read(dataset, Path(data.root), train=True)
     test_images, test_labels = _read(dataset, Path(data.root), train=False)
     kept, held = holdout(np.arange(len(train_labels)), train_labels, data.val_fraction)
     mean, std = normalization(data, dataset.mean, dataset.std)
-    plain = normalize_to_float(mean, std)
-    augmented = augment(dataset, plain) if data.augment else plain
-
-    images = torch.from_numpy(train_images)
-    labels = torch.from_numpy(train_labels)
-    kept_images, kept_labels = images[kept], labels[kept]  # one copy, shared by two views
-    test_images, test_labels = torch.from_numpy(test_images), torch.from_numpy(test_labels)
-    return Splits(  # `plain` converts and normalizes: the same for a batch as image by image
-        info=dataset.info,
-        train=Images(kept_images, kept_labels, augmented),
-        train_plain=Images(kept_images, kept_labels, plain, batchable=True),
-        val=Images(images[held], labels[held], plain, batchable=True),
-        test=Images(test_images, test_labels, plain, batchable=True),
+    kind = DATASETS[dataset.name].augmentation  # 4-pixel pad-and-crop, with flips for CIFAR
+    transform = BatchTransform(1 / 255, mean, std, pad=4 if kind != "none" else 0,
+                               flip=kind == "crop_flip")  # fmt: skip
+    return in_memory_splits(
+        data,
+        dataset.info,
+        (train_images[kept], train_labels[kept]),
+        (train_images[held], train_labels[held]),
+        (test_images, test_labels),
+        transform,
     )
-
-
-def augment(dataset: FileDataset, then: Transform) -> Transform:
-    """The standard augmentation: a random crop of the image padded by 4 pixels (a shift of up
-    to 4), with a horizontal flip for CIFAR; none for MNIST-like sets."""
-
-    size = dataset.info.image_size
-    steps = {
-        "crop_flip": [v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()],
-        "crop": [v2.RandomCrop(size, padding=4)],
-        "none": [],
-    }[DATASETS[dataset.name].augmentation]
-    return v2.Compose([*steps, then])
 
 
 def _read(dataset: FileDataset, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -5,24 +5,19 @@ Run: python -c "from swap.data.folder import folder_info; help(folder_info)"
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import Subset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
 from torchvision.transforms import v2
 
 from swap.catalog import IMAGEFOLDER_RESIZE_RATIO, IMAGEFOLDER_SIZE
-from swap.data.common import (
-    DatasetInfo,
-    Splits,
-    Transform,
-    Transformed,
-    holdout,
-    normalization,
-    normalize_to_float,
-)
+from swap.data.common import DatasetInfo, Splits, Transform, Transformed, normalization
+from swap.data.holdout import holdout
 from swap.errors import SwapError
 from swap.spec import Data
 
@@ -98,3 +93,15 @@ def folder_transforms(data: Data) -> tuple[Transform, Transform]:
         [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), to_tensor]
     )
     return plain, augmented
+
+
+def normalize_to_float(channels_mean: Sequence[float], channels_std: Sequence[float]) -> Transform:
+    """PIL image -> float32 in [0, 1] -> normalized per channel."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(channels_mean), list(channels_std)),
+            v2.ToPureTensor(),
+        ]
+    )

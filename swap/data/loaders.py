@@ -6,9 +6,11 @@ Run: python -c "from swap.data.loaders import EvenBatches as E; print([*map(len,
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
@@ -80,9 +82,10 @@ class EpochBatches(Sampler[list]):
 
 
 class Seeded(Dataset):
-    """`dataset` fetched by (index, seed): its transform draws from torch's RNG seeded for that
-    example, the caller's own RNG left as it was. Used for training views whose random
-    transforms run example by example (image folders, a user's data set)."""
+    """`dataset` fetched by (index, seed): its transform draws from torch's, NumPy's and
+    Python's global generators seeded for that example, and leaves them as they were. Used for
+    training views whose random transforms run example by example (image folders, a user's
+    data set), in the training process or a loader process alike."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -94,13 +97,17 @@ class Seeded(Dataset):
         index, seed = item
         # The CPU generator alone: torch.manual_seed would also seed every accelerator's, at
         # some 100 times the cost, for every example.
-        rng = torch.default_generator
-        state = rng.get_state()
-        rng.manual_seed(seed)
+        torch_rng, states = torch.default_generator, (np.random.get_state(), random.getstate())
+        before = torch_rng.get_state()
+        torch_rng.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
         try:
             return self.dataset[index]
         finally:
-            rng.set_state(state)
+            torch_rng.set_state(before)
+            np.random.set_state(states[0])
+            random.setstate(states[1])
 
 
 def train_loader(
@@ -170,8 +177,8 @@ def _loader(dataset: Dataset, batches: Sampler[list], settings: LoaderSettings) 
 
 
 def fetches_batches(dataset: Dataset) -> bool:
-    """Whether `dataset[list_of_indices]` returns a whole batch: batchable in-memory images
-    (no transform, or one that treats a batch as its images one by one), or a Subset of them."""
+    """Whether `dataset[list_of_indices]` returns a whole batch: in-memory images, or a Subset
+    of them (the evaluation shards of phase 1)."""
     if isinstance(dataset, Subset):
         return fetches_batches(dataset.dataset)
-    return type(dataset) is Images and dataset.batchable  # a subclass may index its way
+    return isinstance(dataset, Images)

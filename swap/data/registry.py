@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from swap.data import custom, digits, files, folder
+from swap.data import custom, digits, files
 from swap.data.common import DatasetInfo, Splits
 from swap.spec import Data, Spec, check_batch_sizes
 from swap.user_code import is_reference
@@ -30,6 +30,14 @@ def _nothing_to_check(data: Data) -> None:
     return None
 
 
+def _image_folders():
+    """swap.data.folder, imported when first used: it needs torchvision (1.5 s to import), which
+    no other data set's driver or training processes load."""
+    from swap.data import folder
+
+    return folder
+
+
 def _file_source(dataset: files.FileDataset) -> DataSource:
     return DataSource(
         info=lambda data: dataset.info,
@@ -41,7 +49,11 @@ def _file_source(dataset: files.FileDataset) -> DataSource:
 DATASETS: dict[str, DataSource] = {
     "digits": DataSource(lambda data: digits.INFO, _nothing_to_check, digits.load_digits_splits),
     **{name: _file_source(dataset) for name, dataset in files.FILE_DATASETS.items()},
-    "imagefolder": DataSource(folder.folder_info, folder.ensure_folders, folder.load_folder_splits),
+    "imagefolder": DataSource(
+        lambda data: _image_folders().folder_info(data),
+        lambda data: _image_folders().ensure_folders(data),
+        lambda data: _image_folders().load_folder_splits(data),
+    ),
 }
 # "package.module:function": the spec's validation has checked that it imports.
 CUSTOM = DataSource(custom.custom_info, _nothing_to_check, custom.load_custom_splits)
@@ -67,11 +79,15 @@ def load_splits(data: Data) -> Splits:
     return source(data).load(data)
 
 
-def prepare_data(spec: Spec) -> Spec:
-    """The spec the workers get: data paths made absolute here, where the job was started
-    (workers may run in another directory), after checking the files are there, or
-    downloading them once, before any worker needs them; and the batch sizes checked against
-    the training examples really there (a SpecError)."""
+def prepare_data(spec: Spec) -> tuple[Spec, Splits]:
+    """The spec the workers get and the data they train on, built once, here, for the whole job.
+
+    Data paths are made absolute where the job was started (workers may run in another
+    directory); the files are checked, or downloaded once; the splits are loaded (a user's
+    function called) and the batch sizes checked against the training examples really there
+    (a SpecError), all before Ray starts. The driver shares the splits through Ray's object
+    store: no worker reads the files or calls the function again.
+    """
     paths = {
         field: os.path.abspath(os.path.expanduser(value))
         for field in ("root", "train_dir", "test_dir")
@@ -80,6 +96,6 @@ def prepare_data(spec: Spec) -> Spec:
     data = spec.data.model_copy(update=paths)
     ensure_data(data)
     prepared = spec.model_copy(update={"data": data})
-    splits = load_splits(data)  # its real size: the files may hold fewer than published
+    splits = load_splits(data)
     check_batch_sizes(prepared, len(splits.train) + len(splits.val), f"data set {data.dataset}")
-    return prepared
+    return prepared, splits

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-import torchvision.models
 from torch import nn
 
 from swap.catalog import ARCHS
@@ -76,6 +75,8 @@ def build_model(model: Model, info: DatasetInfo) -> nn.Module:
             f"model.arch: torchvision's {model.arch} takes 3-channel images; the data has "
             f"{info.channels} (swap's own nets take any: {', '.join(ARCHS)})"
         )
+
+    import torchvision.models  # 1.3 s to import: only jobs on torchvision's models pay it
 
     options = TORCHVISION_OPTIONS.get(model.arch, {})
     return torchvision.models.get_model(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ray import ObjectRef
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -20,9 +21,10 @@ from swap.spec import Spec
 from swap.storage import join
 
 
-def run_phase1(spec: Spec, run_dir: str) -> dict[str, Any]:
-    """Phase 1 as one Ray Train run; its checkpoints go to `<run_dir>/phase1/`. Returns rank
-    0's summary, with `checkpoint`: the directory of the last epoch's `model.pt`.
+def run_phase1(spec: Spec, run_dir: str, data: ObjectRef) -> dict[str, Any]:
+    """Phase 1 as one Ray Train run on the job's `data` (swap.phases.placement.share_data); its
+    checkpoints go to `<run_dir>/phase1/`. Returns rank 0's summary, with `checkpoint`: the
+    directory of the last epoch's `model.pt`.
 
     Ray Train restarts the group from the last epoch's checkpoint after a worker dies (up to
     `phase1.max_failures` times), and a rerun into the same run directory resumes there too.
@@ -33,7 +35,7 @@ def run_phase1(spec: Spec, run_dir: str) -> dict[str, Any]:
     gpu = spec.resources.use_gpu
     trainer = TorchTrainer(
         phase1_worker,
-        train_loop_config={"spec": spec, "run_id": labels.job},
+        train_loop_config={"spec": spec, "run_id": labels.job, "data": data},
         torch_config=TorchConfig(backend=ddp.backend(gpu)),
         scaling_config=ScalingConfig(
             num_workers=spec.phase1.workers,

@@ -9,6 +9,7 @@ import logging
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, Subset
 
 from swap import metrics, seeds, storage
+from swap.data.common import Splits
 from swap.data.loaders import EpochBatches, eval_loader, loader_settings, train_loader
-from swap.data.registry import load_splits
 from swap.models.registry import build_model
 from swap.phases import ddp
 from swap.rundir import MODEL_FILE, load_state_dict, save_state_dict
@@ -44,80 +45,109 @@ from swap.training import (
 TRAIN_STATE = "train_state.pt"  # optimizer, LR schedule, loss scale, history: for resuming
 
 
+@dataclass(frozen=True)
+class Rank:
+    """One DDP rank's place in the job: what every function of its loop needs."""
+
+    spec: Spec
+    splits: Splits
+    rank: int
+    world: int
+    device: torch.device
+    precision: Precision
+    labels: metrics.Labels
+
+
 def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Train one DDP rank until the stopping rule fires; rank 0's return value is the result.
 
-    Every rank computes the same all-reduced training accuracy and loss, so all ranks stop
-    together, also when the loss diverges. After a failure (Ray Train's FailureConfig) or a
-    driver restart, training resumes from the latest per-epoch checkpoint.
+    `config`: the spec, the run id, and the data the driver built once (an ObjectRef). Every
+    rank computes the same all-reduced training accuracy and loss, so all ranks stop together,
+    also when the loss diverges. After a failure (Ray Train's FailureConfig) or a driver
+    restart, training resumes from the latest per-epoch checkpoint.
     """
     # Ray Train logs every report at INFO through a logger its log level does not reach.
     logging.getLogger().setLevel(logging.WARNING)
     spec: Spec = config["spec"]
-    p1 = spec.phase1
     context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    labels = metrics.Labels(config.get("run_id", ""), spec.name).at(1, metrics.PHASE1_WORKER)
-
-    splits = load_splits(spec.data)
-    precision = precision_for(spec, device)
+    me = Rank(
+        spec, ray.get(config["data"]), context.get_world_rank(), context.get_world_size(),
+        device, precision_for(spec, device),
+        metrics.Labels(config.get("run_id", ""), spec.name).at(1, metrics.PHASE1_WORKER),
+    )  # fmt: skip
     torch.manual_seed(seeds.stream_seed(spec.seed, seeds.INIT))  # the same weights on every rank
     model = ray.train.torch.prepare_model(
-        to_memory_format(build_model(spec.model, splits.info), precision)
+        to_memory_format(build_model(spec.model, me.splits.info), me.precision)
     )
-    order = phase1_batches(splits.train, spec, rank, world)
-    batches = train_loader(splits.train, order, loader_settings(spec))
-    optimizer = sgd(model, p1.lr, p1.momentum, p1.weight_decay)
-    steps = len(batches)
-    scheduler = lambda_lr(
-        optimizer,
-        partial(
-            warmup_linear_decay,
-            warmup_steps=p1.warmup_epochs * steps,
-            total_steps=p1.max_epochs * steps,
-        ),
-    )
+    order = phase1_batches(me.splits.train, spec, me.rank, me.world)
+    batches = train_loader(me.splits.train, order, loader_settings(spec))
+    optimizer = sgd(model, spec.phase1.lr, spec.phase1.momentum, spec.phase1.weight_decay)
+    scheduler = phase1_schedule(optimizer, spec, steps=len(batches))
     # Restored after DDP wrapping, so optimizer state lands on the parameters' device.
     history, digest = resume(
-        ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler, precision, rank
+        ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler, me.precision, me.rank
     )
     resumed_from = len(history)  # after a restart of the group, its last checkpointed epoch
 
-    stop_reason = stop_reason_of(history, p1)
-    while stop_reason is None:
+    while (stop_reason := stop_reason_of(history, spec.phase1)) is None:
         epoch = len(history) + 1
         order.set_epoch(epoch)
-        torch.manual_seed(seeds.phase1_augment(spec.seed, rank, epoch))  # augmentation draws
-        lr = optimizer.param_groups[0]["lr"]
-        started = time.perf_counter()
-        local = train_epoch(model, batches, optimizer, scheduler, device, precision)
+        torch.manual_seed(seeds.phase1_rng(spec.seed, me.rank, epoch))
+        prepare = me.splits.training_transform(seeds.phase1_augment(spec.seed, me.rank, epoch),
+                                               device)  # fmt: skip
+        lr, started = optimizer.param_groups[0]["lr"], time.perf_counter()
+        local = train_epoch(model, batches, optimizer, scheduler, device, me.precision,
+                            prepare=prepare)  # fmt: skip
         stats = ddp.sum_over_ranks(local, device)
         if not math.isfinite(stats.loss_sum):
             return divergence(epoch, local, device)
-        record = epoch_record(epoch, stats, lr, time.perf_counter() - started)
-        history.append(record)
-        stop_reason = stop_reason_of(history, p1)
-        if rank == 0:
-            print(epoch_line("phase 1", record, p1.max_epochs), flush=True)
-            metrics.record_epoch(labels, record, steps)  # all-reduced: the group's numbers
-        state = resumable_state(optimizer, scheduler, precision, history)
-        digest = report_epoch(unwrap(model), state, spec, rank, labels)
+        history.append(epoch_record(epoch, stats, lr, time.perf_counter() - started))
+        if me.rank == 0:
+            print(epoch_line("phase 1", history[-1], spec.phase1.max_epochs), flush=True)
+            metrics.record_epoch(me.labels, history[-1], len(batches))  # the group's numbers
+        state = resumable_state(optimizer, scheduler, me.precision, history)
+        digest = report_epoch(unwrap(model), state, spec, me.rank, me.labels)
+    return summary(me, unwrap(model), history, stop_reason, resumed_from, digest)
 
-    # Ranks' BatchNorm statistics drift apart (each saw its own batches); keep rank 0's, the
-    # ones in the checkpoint, so what is evaluated here is exactly what phase 2 starts from.
-    # Evaluate the bare module: DDP's forward is a collective, and shards may differ in batches.
-    module = unwrap(model)
+
+def phase1_schedule(
+    optimizer: torch.optim.Optimizer, spec: Spec, steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up over `phase1.warmup_epochs`, then linear decay to 0 at `max_epochs`."""
+    p1 = spec.phase1
+    multiplier = partial(
+        warmup_linear_decay,
+        warmup_steps=p1.warmup_epochs * steps,
+        total_steps=p1.max_epochs * steps,
+    )
+    return lambda_lr(optimizer, multiplier)
+
+
+def summary(
+    me: Rank,
+    module: torch.nn.Module,
+    history: list[dict[str, Any]],
+    stop_reason: str,
+    resumed_from: int,
+    digest: str | None,
+) -> dict[str, Any]:
+    """The phase's result: its epochs, and the final weights evaluated on the held-out sets.
+
+    Ranks' BatchNorm statistics drift apart (each saw its own batches); keep rank 0's, the ones
+    in the checkpoint, so what is evaluated here is exactly what phase 2 starts from. Evaluate
+    the bare module: DDP's forward is a collective, and shards may differ in batches.
+    """
     ddp.broadcast_buffers(module)
-    test = evaluate_sharded(module, splits.test, spec, rank, world, device, precision)
-    val = evaluate_sharded(module, splits.val, spec, rank, world, device, precision)
+    test = evaluate_sharded(module, me, me.splits.test)
+    val = evaluate_sharded(module, me, me.splits.val)
     return {
         "epochs": len(history),
         "stop_reason": stop_reason,
         "resumed_from_epoch": resumed_from,
         "train_accuracy": history[-1]["train_accuracy"],
         "train_loss": history[-1]["train_loss"],
-        "val_accuracy": val.accuracy if val.count else None,
+        "val_accuracy": val.accuracy_if_any,
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,
         "sha256": digest,
@@ -201,16 +231,9 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def evaluate_sharded(
-    model: torch.nn.Module,
-    dataset: torch.utils.data.Dataset,
-    spec: Spec,
-    rank: int,
-    world: int,
-    device: torch.device,
-    precision: Precision,
-) -> EpochStats:
+def evaluate_sharded(model: torch.nn.Module, me: Rank, dataset: Dataset) -> EpochStats:
     """Each rank evaluates every `world`-th example (no padding, so every example counts once)."""
-    shard = Subset(dataset, range(rank, len(dataset), world))
-    batches = eval_loader(shard, spec.phase3.batch_size, loader_settings(spec))
-    return ddp.sum_over_ranks(evaluate(model, batches, device, precision), device)
+    shard = Subset(dataset, range(me.rank, len(dataset), me.world))  # type: ignore[arg-type]
+    batches = eval_loader(shard, me.spec.phase3.batch_size, loader_settings(me.spec))
+    stats = evaluate(model, batches, me.device, me.precision, me.splits.batch_transform)
+    return ddp.sum_over_ranks(stats, me.device)

@@ -7,28 +7,67 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import ray
+from ray import ObjectRef
 from rich.console import Console
 
 from swap import metrics, seeds, storage
+from swap.data.common import Splits
+from swap.models.registry import build_model
 from swap.phases.phase2_worker import phase2_worker
-from swap.phases.placement import task_options, throughput
+from swap.phases.placement import concurrent_slots, task_options, throughput
 from swap.rundir import RESULT, attempts_record, phase2_dir, read_json, record_attempt, write_json
 from swap.spec import Spec
 from swap.storage import join
+from swap.training import sgd
+
+
+def start_phase2_processes(spec: Spec, data: ObjectRef) -> list[ObjectRef]:
+    """Start the processes phase 2 will train in, while phase 1 trains: as many as can run at
+    once, each importing what a worker needs and reading the job's data once.
+
+    A warm-up task asks for no resources, so it runs beside phase 1; when it returns, its
+    process waits in Ray's pool, and Ray hands a phase-2 task an idle process of the job
+    before starting a new one. On the local Ray swap starts, idle processes are kept
+    (RAY_num_workers_soft_limit in swap.ray_session); on a cluster whose raylets reap idle
+    workers sooner, phase 2 starts cold, as it would without this.
+    """
+    slots = concurrent_slots(spec, spec.phase2.workers)
+    warm = ray.remote(warm_up).options(
+        num_cpus=0, scheduling_strategy=spec.resources.phase2_scheduling
+    )
+    return [warm.remote(spec, data) for _ in range(slots)]
+
+
+def warm_up(spec: Spec, splits: Splits) -> int:
+    """What a phase-2 task does before its first step that does not need phase 1's weights:
+    the imports (loading this function does most; torch's optimizers import torch._dynamo,
+    a second, on first use), and the data read once."""
+    sgd(build_model(spec.model, splits.info), spec.phase2.lr, 0.0, 0.0)
+    return os.getpid()
 
 
 def run_phase2(
-    spec: Spec, run_dir: str, phase1_weights: str, phase1_sha256: str, console: Console
+    spec: Spec,
+    run_dir: str,
+    data: ObjectRef,
+    phase1_weights: str,
+    phase1_sha256: str,
+    console: Console,
+    warmed: Sequence[ObjectRef] = (),
 ) -> dict[str, Any]:
-    """One Ray task per worker, each forking the weights at `phase1_weights` (a path or URI,
-    checked against `phase1_sha256`). A worker whose process or node dies is rerun from its last
-    epoch (up to `phase2.max_retries` times); one that still fails is dropped, alone."""
+    """One Ray task per worker on the job's `data`, each forking the weights at
+    `phase1_weights` (a path or URI, checked against `phase1_sha256`). A worker whose process
+    or node dies is rerun from its last epoch (up to `phase2.max_retries` times); one that still
+    fails is dropped, alone. `warmed`: the warm-up tasks of `start_phase2_processes`."""
     started = time.perf_counter()
     labels = metrics.Labels.of_run(spec.name, run_dir)
     metrics.set_phase(labels, 2)
+    if warmed:  # their processes idle, ready to be reused, before any task asks for one
+        ray.wait(list(warmed), num_returns=len(warmed))
     workers = finished_earlier(spec, run_dir, console)
     options = {
         **task_options(spec),
@@ -38,7 +77,7 @@ def run_phase2(
     }
     task = ray.remote(phase2_task).options(**options)
     pending = {
-        task.remote(spec, index, phase1_weights, run_dir, phase1_sha256): index
+        task.remote(spec, index, data, phase1_weights, run_dir, phase1_sha256): index
         for index in range(spec.phase2.workers)
         if index not in workers
     }
@@ -86,15 +125,15 @@ def failed_worker(spec: Spec, run_dir: str, index: int, exc: Exception) -> dict[
 
 
 def phase2_task(
-    spec: Spec, index: int, phase1_weights: str, run_dir: str, phase1_sha256: str
+    spec: Spec, index: int, splits: Splits, phase1_weights: str, run_dir: str, phase1_sha256: str
 ) -> dict[str, Any]:
     """Record this attempt, train worker `index` where the task runs, and mark it finished in
-    the run's storage."""
+    the run's storage. (`splits` arrives as the object the driver shared: Ray resolves it.)"""
     directory = phase2_dir(run_dir, index)
     node_id = ray.get_runtime_context().get_node_id()
     attempt = record_attempt(directory, pid=os.getpid(), node_id=node_id)
     events = metrics.WorkerMetrics(metrics.Labels.of_run(spec.name, run_dir).at(2, index))
-    result = phase2_worker(spec, index, phase1_weights, run_dir, events, phase1_sha256)
+    result = phase2_worker(spec, index, splits, phase1_weights, run_dir, events, phase1_sha256)
     result.update(
         node_id=node_id,
         attempts=attempt["attempts"],

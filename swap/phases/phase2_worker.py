@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import Dataset
 
 from swap import seeds
+from swap.data.common import Splits
 from swap.data.loaders import EpochBatches, eval_loader, loader_settings, train_loader
-from swap.data.registry import load_splits
 from swap.errors import DivergenceError
 from swap.models.registry import build_model
 from swap.rundir import (
@@ -29,6 +29,7 @@ from swap.schedules import PHASE2_SCHEDULES, lambda_lr
 from swap.spec import Spec
 from swap.storage import join
 from swap.training import (
+    Precision,
     device_for,
     epoch_line,
     epoch_record,
@@ -53,35 +54,31 @@ class WorkerEvents(Protocol):
 def phase2_worker(
     spec: Spec,
     index: int,
+    splits: Splits,
     phase1_weights: str,
     run_dir: str,
     events: WorkerEvents | None = None,
     phase1_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """Train worker `index` from the phase-1 weights at `phase1_weights` (a path or URI, checked
-    against `phase1_sha256` when given) and save its own.
+    """Train worker `index` on `splits` from the phase-1 weights at `phase1_weights` (a path or
+    URI, checked against `phase1_sha256` when given) and save its own.
 
-    Its own streams (swap.seeds: `phase2_order`, `phase2_augment`) drive its data order and
-    augmentation, a fresh draw each epoch, unrelated to any other worker's or to phase 1's
-    (`results.json` records their root, `worker_seed`). The optimizer starts
-    fresh: phase 1's momentum belongs to a different batch size and learning rate. After
-    every epoch the worker commits a resumable checkpoint to its directory in the run; a rerun
-    (after its process or node died) continues from there. A NaN or infinite loss raises
-    DivergenceError: that worker is lost, not retried.
+    Its own streams (swap.seeds: `phase2_order`, `phase2_augment`, `phase2_rng`) drive its data
+    order and augmentation, a fresh draw each epoch, unrelated to any other worker's or to phase
+    1's (`results.json` records their root, `worker_seed`). The optimizer starts fresh: phase
+    1's momentum belongs to a different batch size and learning rate. After every epoch the
+    worker commits a resumable checkpoint to its directory in the run; a rerun (after its
+    process or node died) continues from there. A NaN or infinite loss raises DivergenceError:
+    that worker is lost, not retried.
     """
-    p2 = spec.phase2
+    p2, started, device = spec.phase2, time.perf_counter(), device_for(spec)
     directory = phase2_dir(run_dir, index)
-    started = time.perf_counter()
-    device = device_for(spec)
-
-    splits = load_splits(spec.data)
     precision, feed = precision_for(spec, device), loader_settings(spec)
     committed = load_resume_point(directory)  # a rerun continues after its last epoch
     model = build_model(spec.model, splits.info)  # its weights come from phase 1 or `committed`
     if committed is None:
         model.load_state_dict(load_state_dict(phase1_weights, phase1_sha256))
     model = to_memory_format(model.to(device), precision)
-
     order = phase2_batches(splits.train, spec, index)
     batches = train_loader(splits.train, order, feed)
     optimizer = sgd(model, p2.lr, spec.phase2_momentum, spec.phase2_weight_decay)
@@ -92,13 +89,12 @@ def phase2_worker(
 
     for epoch in range(len(history) + 1, p2.epochs + 1):
         order.set_epoch(epoch)
-        torch.manual_seed(seeds.phase2_augment(spec.seed, index, epoch))
-        lr = optimizer.param_groups[0]["lr"]
-        epoch_started = time.perf_counter()
+        torch.manual_seed(seeds.phase2_rng(spec.seed, index, epoch))
+        prepare = splits.training_transform(seeds.phase2_augment(spec.seed, index, epoch), device)
+        lr, epoch_started = optimizer.param_groups[0]["lr"], time.perf_counter()
         try:
-            stats = train_epoch(
-                model, batches, optimizer, scheduler, device, precision, stop_on_nonfinite=True
-            )
+            stats = train_epoch(model, batches, optimizer, scheduler, device, precision,
+                                stop_on_nonfinite=True, prepare=prepare)  # fmt: skip
         except DivergenceError as exc:
             raise DivergenceError(f"phase-2 worker {index}: epoch {epoch}, {exc}") from None
         history.append(epoch_record(epoch, stats, lr, time.perf_counter() - epoch_started))
@@ -108,9 +104,32 @@ def phase2_worker(
         if events:
             events.epoch(history[-1], len(batches))
 
-    bs = spec.phase3.batch_size
-    test = evaluate(model, eval_loader(splits.test, bs, feed), device, precision)
-    val = evaluate(model, eval_loader(splits.val, bs, feed), device, precision)
+    result = finish(spec, index, model, splits, precision, directory, events)
+    seconds = time.perf_counter() - started
+    return {
+        **result,
+        "train_accuracy": history[-1]["train_accuracy"],
+        "seconds": seconds,
+        "resumed_from_epoch": resumed_from,
+        "history": history,
+    }
+
+
+def finish(
+    spec: Spec,
+    index: int,
+    model: torch.nn.Module,
+    splits: Splits,
+    precision: Precision,
+    directory: str,
+    events: WorkerEvents | None,
+) -> dict[str, Any]:
+    """Evaluate the trained worker on the held-out sets and save its weights."""
+    bs, feed, device = spec.phase3.batch_size, loader_settings(spec), device_for(spec)
+    test = evaluate(model, eval_loader(splits.test, bs, feed), device, precision,
+                    splits.batch_transform)  # fmt: skip
+    val = evaluate(model, eval_loader(splits.val, bs, feed), device, precision,
+                   splits.batch_transform)  # fmt: skip
     saving = time.perf_counter()
     saved = save_state_dict(model.state_dict(), join(directory, MODEL_FILE))
     if events:
@@ -119,15 +138,11 @@ def phase2_worker(
         "index": index,
         "seed": seeds.worker_seed(spec.seed, index),
         "status": "finished",
-        "train_accuracy": history[-1]["train_accuracy"],
-        "val_accuracy": val.accuracy if val.count else None,
+        "val_accuracy": val.accuracy_if_any,
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,
-        "seconds": time.perf_counter() - started,
-        "resumed_from_epoch": resumed_from,
         "checkpoint": saved.location,
         "sha256": saved.sha256,
-        "history": history,
     }
 
 
@@ -142,7 +157,7 @@ def resume(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    precision: Any,
+    precision: Precision,
 ) -> list[dict[str, Any]]:
     """Load the worker's last committed epoch (`load_resume_point`), if it has one; return the
     epochs' history."""

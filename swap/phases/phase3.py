@@ -5,9 +5,11 @@ Run: called by swap.driver.run_job; the coordinator is swap/phases/phase3_coordi
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ray
+from ray import ObjectRef
 
 from swap import metrics
 from swap.errors import JobFailed
@@ -16,8 +18,11 @@ from swap.phases.placement import task_options
 from swap.spec import Spec
 
 
-def run_phase3(spec: Spec, run_dir: str, workers: list[dict[str, Any]]) -> dict[str, Any]:
-    """Average the finished workers (phase 2's `workers` records) into `final/model.pt`."""
+def run_phase3(
+    spec: Spec, run_dir: str, data: ObjectRef, workers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Average the finished workers (phase 2's `workers` records) into `final/model.pt`, on the
+    job's `data`. The task lands in an idle phase-2 process, its imports and data read."""
     finished = {
         w["index"]: (w["checkpoint"], w["sha256"]) for w in workers if w["status"] == "finished"
     }
@@ -29,11 +34,13 @@ def run_phase3(spec: Spec, run_dir: str, workers: list[dict[str, Any]]) -> dict[
     labels = metrics.Labels.of_run(spec.name, run_dir)
     metrics.set_phase(labels, 3)
     task = ray.remote(phase3_coordinator).options(**task_options(spec))
+    started = time.perf_counter()
     try:
-        result = ray.get(task.remote(spec, finished, run_dir))
+        result = ray.get(task.remote(spec, data, finished, run_dir))
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, JobFailed):
             raise exc.cause from None
         raise
+    result["wall_seconds"] = time.perf_counter() - started  # as the driver waited for it
     metrics.record_phase3(labels, result)
     return result

@@ -1,13 +1,31 @@
-"""What a worker of each phase asks Ray for, shared by the three phases' placements.
+"""What the three phases' placements share: the job's data in Ray's object store, and what a
+worker of each phase asks Ray for.
 
 Run: python -c "from swap.phases.placement import worker_resources; help(worker_resources)"
 """
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
+import ray
+
+from swap.data.common import Splits
+from swap.errors import SwapError
 from swap.spec import Spec
+
+
+def share_data(splits: Splits) -> ray.ObjectRef:
+    """The job's data, put once into Ray's object store. Its arrays reach every process of a
+    node without a copy (numpy arrays, read-only), and each node at most once."""
+    try:
+        return ray.put(splits)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise SwapError(
+            f"data.dataset: its data sets cannot be sent to Ray's workers ({exc}); return "
+            "data sets that pickle (tensors, arrays, file paths; not open files or locks)"
+        ) from None
 
 
 def worker_resources(spec: Spec, phase: int = 2) -> dict[str, float]:
@@ -30,6 +48,14 @@ def task_options(spec: Spec) -> dict[str, Any]:
         "num_gpus": resources.pop("GPU", 0),
         "resources": resources,
     }
+
+
+def concurrent_slots(spec: Spec, wanted: int) -> int:
+    """How many of `wanted` phase-2 workers the cluster can run at once (at least one)."""
+    total = ray.cluster_resources()
+    needs = worker_resources(spec).items()
+    fits = [total.get(name, 0) / amount for name, amount in needs if amount]
+    return max(1, min(wanted, int(min(fits, default=wanted))))
 
 
 def throughput(history: list[dict[str, Any]]) -> float:

@@ -33,6 +33,7 @@ from ..helpers import (
     SWAP,
     committed_epoch,
     results,
+    shared_data,
     start_driver,
     tiny_spec,
     wait_for,
@@ -128,12 +129,14 @@ def phase1_rank_pids() -> list[int]:
 
 def test_a_killed_phase1_rank_restarts_the_group_from_its_last_epoch_exactly(local_ray, tmp_path):
     spec = tiny_spec(tmp_path, phase1={"batch_size": 32, "max_epochs": 6, "max_failures": 1})
-    whole = run_phase1(spec, new_run_dir(spec.output.dir, spec.name))
+    whole = run_phase1(spec, new_run_dir(spec.output.dir, spec.name), shared_data(spec))
     expected = torch.load(Path(whole["checkpoint"]) / MODEL_FILE, weights_only=True)
 
     run_dir = new_run_dir(spec.output.dir, spec.name)
     outcome: dict = {}
-    thread = threading.Thread(target=lambda: outcome.update(result=run_phase1(spec, run_dir)))
+    thread = threading.Thread(
+        target=lambda: outcome.update(result=run_phase1(spec, run_dir, shared_data(spec)))
+    )
     thread.start()
     deadline = time.monotonic() + 120
     while checkpointed_epochs(run_dir) < 2:

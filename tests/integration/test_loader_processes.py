@@ -65,10 +65,11 @@ def test_a_worker_resumes_exactly_with_random_augmentation_in_loader_processes(t
         phase2={"epochs": 3, "batch_size": 128},
     )
     weights, digest = phase1_weights(spec, tmp_path / "p1")
-    whole = phase2_worker(spec, 0, weights, str(tmp_path / "a"), phase1_sha256=digest)
+    splits = load_splits(spec.data)
+    whole = phase2_worker(spec, 0, splits, weights, str(tmp_path / "a"), phase1_sha256=digest)
     with pytest.raises(Interrupt):
-        phase2_worker(spec, 0, weights, str(tmp_path / "b"), StopAfter(1), digest)
-    resumed = phase2_worker(spec, 0, weights, str(tmp_path / "b"), phase1_sha256=digest)
+        phase2_worker(spec, 0, splits, weights, str(tmp_path / "b"), StopAfter(1), digest)
+    resumed = phase2_worker(spec, 0, splits, weights, str(tmp_path / "b"), phase1_sha256=digest)
     assert resumed["resumed_from_epoch"] == 1
     a, b = load_state_dict(whole["checkpoint"]), load_state_dict(resumed["checkpoint"])
     for key in a:

@@ -14,13 +14,14 @@ import torch
 from rich.console import Console
 
 import swap
+from swap.data.registry import load_splits
 from swap.driver import run_job
 from swap.phases.phase1 import run_phase1
 from swap.phases.phase2_worker import phase2_worker
 from swap.rundir import MODEL_FILE, new_run_dir
 from swap.seeds import worker_seed
 
-from ..helpers import tiny_spec
+from ..helpers import shared_data, tiny_spec
 
 
 def load(path: str | Path) -> dict[str, torch.Tensor]:
@@ -90,7 +91,7 @@ def test_a_worker_is_a_function_of_the_phase1_weights_and_its_index(finished, tm
     torch.set_num_threads(1)  # as in the Ray task (OMP_NUM_THREADS=1 for half a CPU)
     try:
         weights = Path(results["phase1"]["checkpoint"]) / MODEL_FILE
-        again = phase2_worker(spec, 1, str(weights), str(tmp_path))
+        again = phase2_worker(spec, 1, load_splits(spec.data), str(weights), str(tmp_path))
     finally:
         torch.set_num_threads(threads)
     assert again["history"] == [{**h, "seconds": again["history"][i]["seconds"],
@@ -157,7 +158,7 @@ def test_same_seed_same_phase1_weights_and_early_stop(local_ray, tmp_path):
     spec = tiny_spec(tmp_path, phase1={"max_epochs": 8, "stop_train_accuracy": 0.6})
     weights, summaries = [], []
     for _ in range(2):
-        summary = run_phase1(spec, new_run_dir(spec.output.dir, spec.name))
+        summary = run_phase1(spec, new_run_dir(spec.output.dir, spec.name), shared_data(spec))
         summaries.append(summary)
         weights.append(load(Path(summary["checkpoint"]) / MODEL_FILE))
     assert summaries[0]["stop_reason"] == "stop_train_accuracy"

@@ -24,6 +24,11 @@ from ..helpers import tiny_spec
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
+def ready(splits, image: torch.Tensor) -> torch.Tensor:
+    """One raw example as the model sees it: made ready by the splits' batch transform."""
+    return splits.batch_transform(image[None])[0]
+
+
 def pixels(image: torch.Tensor, mean, std) -> np.ndarray:
     """Undo the normalization: the uint8 value of each channel of a flat-colour image."""
     m, s = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
@@ -32,8 +37,9 @@ def pixels(image: torch.Tensor, mean, std) -> np.ndarray:
     return raw[:, 0, 0].numpy().astype(int)
 
 
-def first_pixels(dataset, mean, std) -> list[tuple[int, ...]]:
-    return [tuple(pixels(dataset[i][0], mean, std)) for i in range(len(dataset))]
+def first_pixels(dataset) -> list[tuple[int, ...]]:
+    """Each raw flat-colour image's value per channel."""
+    return [tuple(dataset[i][0][:, 0, 0].tolist()) for i in range(len(dataset))]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +53,10 @@ def test_cifar10_pickled_batches_load_with_published_normalization(cifar_root):
     assert (len(splits.train), len(splits.val), len(splits.test)) == (36, 4, 20)
     # The test set is test_batch, in file order, normalized with CIFAR-10's mean and std.
     for k in range(20):
-        image, label = splits.test[k]
-        assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+        raw, label = splits.test[k]
+        assert raw.shape == (3, 32, 32) and raw.dtype == torch.uint8
+        image = ready(splits, raw)
+        assert image.dtype == torch.float32
         assert tuple(pixels(image, CIFAR10_MEAN, CIFAR10_STD)) == tuple(
             fd.pixel(1000 + k, c) for c in range(3)
         )
@@ -61,32 +69,30 @@ def test_val_is_held_out_of_the_training_set_never_the_test_set(cifar_root):
     data = Data(dataset="cifar10", root=str(cifar_root), val_fraction=0.25)
     torch.manual_seed(1)
     splits = load_splits(data)
-    kept = first_pixels(splits.train_plain, CIFAR10_MEAN, CIFAR10_STD)
-    held = first_pixels(splits.val, CIFAR10_MEAN, CIFAR10_STD)
+    kept, held = first_pixels(splits.train_plain), first_pixels(splits.val)
     written = [tuple(fd.pixel(k, c) for c in range(3)) for k in range(40)]
     assert len(held) == 10 and sorted(kept + held) == sorted(written)
     assert not set(held) & set(kept)
     # The same split for every job seed and every call (SPLIT_SEED is fixed, not the job's).
     torch.manual_seed(12345)
-    again = load_splits(data)
-    assert first_pixels(again.val, CIFAR10_MEAN, CIFAR10_STD) == held
+    assert first_pixels(load_splits(data).val) == held
     none = load_splits(Data(dataset="cifar10", root=str(cifar_root), val_fraction=0))
     assert len(none.val) == 0 and len(none.train) == 40
 
 
 def test_cifar_augmentation_shifts_and_flips_and_can_be_turned_off(cifar_root):
     splits = load_splits(Data(dataset="cifar10", root=str(cifar_root)))
-    image = torch.zeros(3, 32, 32, dtype=torch.uint8)
-    image[:, :, 16:] = 255  # dark left half, bright right half
-    torch.manual_seed(0)
-    outputs = [splits.train.transform(image) for _ in range(60)]
-    plain = splits.train_plain.transform(image)
+    assert (splits.batch_transform.pad, splits.batch_transform.flip) == (4, True)
+    image = torch.zeros(60, 3, 32, 32, dtype=torch.uint8)
+    image[:, :, :, 16:] = 255  # dark left half, bright right half
+    outputs = splits.training_transform(seed=0, device=torch.device("cpu"))(image)
+    plain = splits.batch_transform(image[:1])[0]
     flipped = [o[0, 16, 10] > o[0, 16, 22] for o in outputs]  # bright on the left
     assert 10 < sum(flipped) < 50
     shifted = [not torch.equal(o, plain) and not torch.equal(o, plain.flip(-1)) for o in outputs]
     assert sum(shifted) > 40  # a 4-pixel pad-and-crop moves almost every draw
     off = load_splits(Data(dataset="cifar10", root=str(cifar_root), augment=False))
-    assert all(torch.equal(off.train[i][0], off.train_plain[i][0]) for i in range(5))
+    assert not off.batch_transform.augments and off.train is off.train_plain
 
 
 def test_cifar100_reads_fine_labels_and_meta(tmp_path):
@@ -107,21 +113,33 @@ def test_mnist_like_idx_files_load_without_augmentation(tmp_path, dataset, folde
     splits = load_splits(Data(dataset=dataset, root=str(tmp_path), val_fraction=0.1))
     assert (len(splits.train), len(splits.val), len(splits.test)) == (27, 3, 12)
     assert splits.info.channels == 1 and splits.info.image_size == 28
-    image, label = splits.test[5]
-    assert image.shape == (1, 28, 28)
+    raw, label = splits.test[5]
+    assert raw.shape == (1, 28, 28)
+    image = ready(splits, raw)
     assert tuple(pixels(image, [mean], [std])) == (fd.pixel(1005),) and int(label) == 1005 % 10
-    torch.manual_seed(0)
-    for i in range(5):  # MNIST-like sets get no augmentation: train is the plain view
-        assert torch.equal(splits.train[i][0], splits.train_plain[i][0])
+    assert not splits.batch_transform.augments  # MNIST-like sets get no augmentation
+
+
+def test_fashion_mnist_reads_debians_flat_gzipped_files(tmp_path):
+    # Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist/*-ubyte.gz, no folders.
+    fd.write_mnist(tmp_path, train=30, test=12, flat_gz=True)
+    data = Data(dataset="fashion_mnist", root=str(tmp_path), val_fraction=0)
+    ensure_data(data)
+    splits = load_splits(data)
+    assert (len(splits.train), len(splits.test)) == (30, 12)
+    assert first_pixels(splits.test)[3] == (fd.pixel(1003),)
 
 
 def test_svhn_mat_files_map_label_10_to_0_and_keep_channel_order(tmp_path):
     fd.write_svhn(tmp_path, train=30, test=12)
     splits = load_splits(Data(dataset="svhn", root=str(tmp_path), val_fraction=0))
     mean, std = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
-    image, label = splits.test[0]
+    raw, label = splits.test[0]
     assert int(label) == 0  # stored as 10
-    assert tuple(pixels(image, mean, std)) == tuple(fd.pixel(1000, c) for c in range(3))
+    assert tuple(pixels(ready(splits, raw), mean, std)) == tuple(
+        fd.pixel(1000, c) for c in range(3)
+    )
+    assert (splits.batch_transform.pad, splits.batch_transform.flip) == (4, False)
     assert sorted(int(splits.train[i][1]) for i in range(30)) == sorted(k % 10 for k in range(30))
 
 
@@ -260,7 +278,8 @@ def test_prepare_data_makes_paths_absolute_where_the_job_starts(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     spec = tiny_spec(tmp_path, data={"dataset": "cifar10", "root": "here"})
     assert spec.data.root == "here"
-    prepared = prepare_data(spec)
+    prepared, splits = prepare_data(spec)
+    assert len(splits.train) == 135
     assert prepared.data.root == str(tmp_path / "here")
     assert prepared.phase1 == spec.phase1
     # The files hold fewer images than CIFAR-10 publishes: a batch is checked against them.

@@ -202,10 +202,12 @@ def test_checkpoint_size_from_what_was_saved_or_from_a_local_file(recorded, tmp_
 def test_the_driver_marks_a_failed_job(recorded, monkeypatch, tmp_path):
     from swap import driver
 
-    def phase1_fails(spec, run_dir):
+    def phase1_fails(spec, run_dir, data):
         raise RuntimeError("no GPU today")
 
     monkeypatch.setattr(driver, "connect_ray", lambda: None)
+    monkeypatch.setattr(driver, "share_data", lambda splits: "the data")
+    monkeypatch.setattr(driver, "start_phase2_processes", lambda spec, data: [])
     monkeypatch.setattr(driver.metrics, "scrape_hint", lambda labels: f"metrics: job={labels.job}")
     monkeypatch.setattr(driver, "run_phase1", phase1_fails)
     out = io.StringIO()

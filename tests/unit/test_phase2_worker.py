@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import swap
+from swap.data.registry import load_splits
 from swap.errors import DivergenceError
 from swap.phases.phase2_worker import phase2_worker
 from swap.rundir import load_state_dict
@@ -21,8 +22,9 @@ from ..helpers import Interrupt, StopAfter, phase1_weights, tiny_spec
 def test_worker_is_a_function_of_its_seed(tmp_path):
     spec = tiny_spec(tmp_path, phase2={"epochs": 1, "workers": 2})
     weights, _ = phase1_weights(spec, tmp_path / "phase1")
+    splits = load_splits(spec.data)
     start = load_state_dict(weights)
-    runs = [phase2_worker(spec, i, weights, str(tmp_path / f"r{n}")) for n, i in
+    runs = [phase2_worker(spec, i, splits, weights, str(tmp_path / f"r{n}")) for n, i in
             enumerate([0, 0, 1])]  # fmt: skip
     trained = [load_state_dict(r["checkpoint"]) for r in runs]
     assert [r["seed"] for r in runs] == [worker_seed(0, 0), worker_seed(0, 0), worker_seed(0, 1)]
@@ -36,11 +38,12 @@ def test_worker_is_a_function_of_its_seed(tmp_path):
 def test_an_interrupted_worker_resumes_exactly(tmp_path):
     spec = tiny_spec(tmp_path, phase2={"epochs": 3})
     weights, digest = phase1_weights(spec, tmp_path / "p1")
-    whole = phase2_worker(spec, 0, weights, str(tmp_path / "a"), phase1_sha256=digest)
+    splits = load_splits(spec.data)
+    whole = phase2_worker(spec, 0, splits, weights, str(tmp_path / "a"), phase1_sha256=digest)
 
     with pytest.raises(Interrupt):
-        phase2_worker(spec, 0, weights, str(tmp_path / "b"), StopAfter(2), digest)
-    resumed = phase2_worker(spec, 0, weights, str(tmp_path / "b"), phase1_sha256=digest)
+        phase2_worker(spec, 0, splits, weights, str(tmp_path / "b"), StopAfter(2), digest)
+    resumed = phase2_worker(spec, 0, splits, weights, str(tmp_path / "b"), phase1_sha256=digest)
 
     assert resumed["resumed_from_epoch"] == 2 and whole["resumed_from_epoch"] == 0
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
@@ -55,16 +58,18 @@ def test_an_interrupted_worker_resumes_exactly(tmp_path):
 def test_a_corrupted_phase1_checkpoint_is_not_loaded(tmp_path):
     spec = tiny_spec(tmp_path)
     weights, digest = phase1_weights(spec, tmp_path / "p1")
+    splits = load_splits(spec.data)
     with open(weights, "r+b") as file:
         file.truncate(len(file.read()) - 100)
     with pytest.raises(swap.SwapError, match=f"{weights}: checksum mismatch"):
-        phase2_worker(spec, 0, weights, str(tmp_path), phase1_sha256=digest)
+        phase2_worker(spec, 0, splits, weights, str(tmp_path), phase1_sha256=digest)
 
 
 def test_divergence_in_a_worker_names_worker_epoch_and_step(tmp_path):
     spec = tiny_spec(tmp_path, phase2={"lr": 1e6})
     weights, digest = phase1_weights(spec, tmp_path / "p1")
+    splits = load_splits(spec.data)
     with pytest.raises(
         DivergenceError, match=r"phase-2 worker 1: epoch 1, non-finite loss at step \d+$"
     ):
-        phase2_worker(spec, 1, weights, str(tmp_path), phase1_sha256=digest)
+        phase2_worker(spec, 1, splits, weights, str(tmp_path), phase1_sha256=digest)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import swap
+from swap.data.registry import load_splits
 from swap.errors import JobFailed
 from swap.phases.phase3_coordinator import phase3_coordinator
 from swap.rundir import MODEL_FILE, load_state_dict, save_state_dict
@@ -35,7 +36,7 @@ def test_the_coordinator_drops_a_truncated_checkpoint_and_averages_the_rest(tmp_
     bad = Path(checkpoints[1][0])
     bad.write_bytes(bad.read_bytes()[:1000])
 
-    result = phase3_coordinator(spec, checkpoints, str(tmp_path))
+    result = phase3_coordinator(spec, load_splits(spec.data), checkpoints, str(tmp_path))
     assert result["averaged_workers"] == [0, 2]
     assert result["dropped"][1].startswith(f"{bad}: checksum mismatch")
     final = load_state_dict(result["model"])
@@ -48,5 +49,5 @@ def test_the_coordinator_fails_below_min_workers(tmp_path):
     checkpoints = worker_checkpoints(spec, tmp_path)
     Path(checkpoints[2][0]).unlink()
     with pytest.raises(JobFailed, match="2 of 3 workers finished .*; phase2.min_workers is 3"):
-        phase3_coordinator(spec, checkpoints, str(tmp_path))
+        phase3_coordinator(spec, load_splits(spec.data), checkpoints, str(tmp_path))
     assert not (tmp_path / "final").exists()
