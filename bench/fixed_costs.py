@@ -37,11 +37,8 @@ TARGETS = {  # seconds, from the issue: quickstart on this machine, medians
 
 def main() -> None:
     args = arguments()
-    host = machine()
+    host = machine()  # imports swap, which applies its Ray settings: Ray reads them at import
     print(describe_machine(host))
-    from swap.ray_session import apply_ray_defaults
-
-    apply_ray_defaults()
     import ray
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)

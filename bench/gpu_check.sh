@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command for the first GPU machine: the GPU test suite, then images/s of each phase of a
-# swap job against plain PyTorch on CIFAR-shaped synthetic data. Under 8 minutes on one GPU.
+# swap job against plain PyTorch on CIFAR-shaped synthetic data. Not yet run on a GPU: its
+# duration is unmeasured (budgeted for 8 minutes on one GPU; the CPU smoke run takes ~2).
 # Run: bash bench/gpu_check.sh        (from the repository, after `make test` created .venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -18,6 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from measure import RESULTS, describe_machine, machine, write_results
+from rich.console import Console
+
+from swap.driver import run_job
+from swap.models.cifar import cifar_resnet
+from swap.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.custom_code: the synthetic data set, for Ray's workers too
@@ -25,7 +30,7 @@ sys.path.insert(0, str(REPO))  # tests.custom_code: the synthetic data set, for 
 
 def main() -> None:
     args = arguments()
-    from tests.custom_code import cifar_shaped
+    from tests.custom_code import cifar_shaped  # after sys.path has the repository
 
     host = machine()
     print(describe_machine(host))
@@ -51,19 +56,22 @@ def main() -> None:
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    parser.add_argument("--epochs", type=int, default=4, help="the first is not timed")
+    parser.add_argument(
+        "--epochs", type=int, default=4, help="at least 2: the first (warm-up) is not timed"
+    )
     parser.add_argument("--examples", type=int, default=20_000)
     parser.add_argument("--phase1-batch", type=int, default=512, help="per rank")
     parser.add_argument("--phase2-batch", type=int, default=128, help="per worker")
     parser.add_argument("--amp", default="bf16", choices=["none", "bf16"])
     parser.add_argument("--out", type=Path, default=RESULTS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs: at least 2 (the first epoch is not timed)")
+    return args
 
 
 def plain_images_per_second(train, batch: int, args: argparse.Namespace) -> float:
     """The loop a user would write: tensors on the device, SGD, autocast; median of epochs 2+."""
-    from swap.models.cifar import cifar_resnet
-
     device = torch.device(args.device)
     images, labels = (t.to(device) for t in train.tensors)
     torch.manual_seed(0)
@@ -86,15 +94,10 @@ def plain_images_per_second(train, batch: int, args: argparse.Namespace) -> floa
         if device.type == "cuda":
             torch.cuda.synchronize()
         rates.append(steps * batch / (time.perf_counter() - started))
-    return statistics.median(rates[1:] or rates)
+    return statistics.median(rates[1:])
 
 
 def swap_images_per_second(args: argparse.Namespace, ranks: int) -> dict[str, float]:
-    from rich.console import Console
-
-    from swap.driver import run_job
-    from swap.spec import load_spec
-
     gpu = args.device == "cuda"
     overrides = [
         "data.dataset=tests.custom_code:cifar_shaped", "data.val_fraction=0.1",
@@ -111,10 +114,10 @@ def swap_images_per_second(args: argparse.Namespace, ranks: int) -> dict[str, fl
             REPO / "configs" / "quickstart.yaml", [*overrides, f"output.dir={scratch}"]
         )
         done = run_job(spec, Console(file=io.StringIO()))
-    timed = done["phase1"]["history"][1:] or done["phase1"]["history"]
+    timed = done["phase1"]["history"][1:]
     phase1 = statistics.median(h["samples"] / h["seconds"] for h in timed) / ranks
     per_worker = [
-        statistics.median(h["samples"] / h["seconds"] for h in w["history"][1:] or w["history"])
+        statistics.median(h["samples"] / h["seconds"] for h in w["history"][1:])
         for w in done["phase2"]["workers"]
     ]
     # Two workers share each device: their rates add up to what the device does.

@@ -8,7 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from swap.errors import SpecError, SwapError
+from swap.ray_session import apply_ray_defaults
 from swap.spec import Spec, load_spec
+
+# Before any swap module imports Ray (swap.metrics, the phases), which reads some of them then.
+apply_ray_defaults()
 
 __all__ = ["Spec", "SpecError", "SwapError", "build_model", "load_model", "load_spec"]
 

@@ -28,8 +28,10 @@ def average_state_dicts(state_dicts: Iterable[Mapping[str, Any]]) -> dict[str, A
     tensor's dtype: it does not drift with W as a float32 running mean does. Other tensors are
     counters or indices (BatchNorm's `num_batches_tracked`), whose mean means nothing: they are
     taken from the first state dict. `refresh_bn` resets the BatchNorm ones anyway. So are
-    entries that are not tensors at all: a module's `get_extra_state()` may return any object
-    (a config, a quantization observer's settings), saved under `<module>._extra_state`.
+    entries that are not tensors at all: a module's `get_extra_state()` may return an object
+    (a config, a quantization observer's settings), saved under `<module>._extra_state`. In a
+    checkpoint swap reads (`torch.load(weights_only=True)`) such an object can only be made of
+    plain containers and scalars (dicts, lists, strings, numbers); others fail to load.
     """
     sums: dict[str, Any] = {}  # keyed and shaped as the first state dict: the layout
     dtypes: dict[str, torch.dtype | None] = {}

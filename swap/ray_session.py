@@ -1,8 +1,9 @@
 """Reaching Ray: the cluster in RAY_ADDRESS, or a local one started for this job, with swap's
 Ray settings applied first.
 
-Run: imported by swap.cli and swap.driver. Ray reads some settings from the environment when it
-is first imported, so this module imports it only in `connect_ray`, after applying them.
+Run: imported by swap.driver and by `import swap` itself, which applies swap's Ray settings at
+once: Ray reads some of them from the environment when it is first imported, and every swap
+module that imports Ray (swap.metrics, the phases) comes after `swap/__init__.py`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ def apply_ray_defaults() -> None:
 
 def connect_ray() -> None:
     """Join the Ray cluster in RAY_ADDRESS, or start a local one sized to this machine."""
-    apply_ray_defaults()
-    import ray  # after the defaults: see the module's docstring
+    import ray  # lazily: `swap --help` and `swap validate` never pay for it
 
     if ray.is_initialized():
         return

@@ -204,6 +204,12 @@ def open_run(spec: Spec, resume: str | None) -> tuple[str, dict[str, Any]]:
             [f"--resume: the spec differs from {saved_spec} at {field}" for field in differing]
         )
     results = read_json(join(run_dir, "results.json"))
+    written_by, here = results.get("versions", {}).get("swap"), versions()["swap"]
+    if written_by != here:  # its checkpoints and records may mean other things to this swap
+        raise SwapError(
+            f"--resume: {run_dir} was written by swap {written_by}, this is swap {here}; "
+            "start a new run (swap resumes only its own version's runs)"
+        )
     results.update(status="running", resumed=results.get("resumed", 0) + 1)
     results.pop("error", None)
     return run_dir, results

@@ -9,15 +9,14 @@ import os
 
 import pytest
 
-from swap.ray_session import apply_ray_defaults
+import swap  # noqa: F401  first: it applies swap's Ray settings, read as Ray is imported
 
 
 @pytest.fixture(scope="session")
 def local_ray():
     """One local Ray for the whole session: 2 CPUs, as on the machine this targets."""
-    apply_ray_defaults()
     os.environ.pop("RAY_ADDRESS", None)
-    import ray  # after swap's Ray settings (see swap/ray_session.py)
+    import ray  # after swap's Ray settings (swap/ray_session.py)
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray

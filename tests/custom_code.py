@@ -9,6 +9,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
+from swap.data.registry import load_splits
+from swap.spec import Data
+
 CALLS: list[dict] = []  # the keywords each data set function was called with
 
 
@@ -45,9 +48,6 @@ class NoisyDigits(Dataset):
 def noisy_digits(augment=True, record=False):
     """scikit-learn's digits (1,437 training, 360 test images, as swap splits them), normalized,
     with random noise as the augmentation."""
-    from swap.data.registry import load_splits
-    from swap.spec import Data
-
     splits = load_splits(Data(augment=False, val_fraction=0))
 
     def ready(images):  # raw pixels as the model sees them: swap's batch transform, here

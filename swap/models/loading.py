@@ -9,10 +9,11 @@ from pathlib import Path
 
 from torch import nn
 
+from swap import storage
 from swap.data.registry import dataset_info
 from swap.models.registry import build_model
 from swap.rundir import MODEL_FILE, load_state_dict
-from swap.spec import Spec, load_spec
+from swap.spec import Spec, parse_spec
 
 
 def model_for(spec: Spec) -> nn.Module:
@@ -23,11 +24,15 @@ def model_for(spec: Spec) -> nn.Module:
 
 def load_model(run_dir: str | Path, checkpoint: str | Path | None = None) -> nn.Module:
     """A run's model in eval mode: the final averaged one, or the weights in `checkpoint`.
+    `run_dir` is a path or a storage URI (s3://..., gs://...), as `output.dir` may be.
 
     The same as `model_for(load_spec(f"{run_dir}/spec.yaml"))` followed by
     `load_state_dict(torch.load(f"{run_dir}/final/model.pt", weights_only=True))`.
     """
-    run_dir = Path(run_dir)
-    model = model_for(load_spec(run_dir / "spec.yaml"))
-    model.load_state_dict(load_state_dict(checkpoint or run_dir / "final" / MODEL_FILE))
+    run_dir = str(run_dir)
+    spec_file = storage.join(run_dir, "spec.yaml")
+    model = model_for(parse_spec(storage.read_bytes(spec_file).decode(), spec_file))
+    model.load_state_dict(
+        load_state_dict(str(checkpoint or storage.join(run_dir, "final", MODEL_FILE)))
+    )
     return model.eval()

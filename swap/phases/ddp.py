@@ -1,6 +1,6 @@
 """Phase 1's process group: its backend, and every collective swap itself calls on it.
 
-Run: imported by swap.phase1 (the DDP ranks); torch.distributed only, no Ray.
+Run: imported by swap.phases.phase1_worker (the DDP ranks); torch.distributed only, no Ray.
 
 NCCL, the GPU backend, has no CPU implementation: a collective on a CPU tensor in an NCCL-only
 group raises "No backend type associated with device type cpu" on every rank. So every tensor

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from swap.cli import main
 from swap.data import files
 from swap.data.folder import folder_transforms
 from swap.data.registry import dataset_info, ensure_data, load_splits, prepare_data
@@ -248,8 +249,6 @@ def test_custom_function_gets_root_and_augment_and_its_shape_is_inferred(tmp_pat
 
 
 def test_a_custom_function_without_augment_must_say_its_examples_are_plain(tmp_path, capsys):
-    from swap.cli import main
-
     path = tmp_path / "s.yaml"
     path.write_text("name: x\ndata: {dataset: 'tests.custom_code:no_keywords'}\n")
     assert main(["validate", str(path)]) == 2

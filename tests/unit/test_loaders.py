@@ -6,6 +6,8 @@ Run: pytest tests/unit/test_loaders.py
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -81,8 +83,6 @@ class Noisy(torch.utils.data.Dataset):
         return 16
 
     def __getitem__(self, index: int):
-        import random
-
         draws = [torch.rand(()).item(), float(np.random.rand()), random.random()]
         return torch.tensor(draws), index
 

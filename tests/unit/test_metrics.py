@@ -12,9 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from ray.util.metrics import Counter, Gauge
 from rich.console import Console
 
-from swap import metrics, ray_session
+from swap import driver, metrics, ray_session
 from swap.cli import main
 from swap.errors import SwapError
 
@@ -200,8 +201,6 @@ def test_checkpoint_size_from_what_was_saved_or_from_a_local_file(recorded, tmp_
 
 
 def test_the_driver_marks_a_failed_job(recorded, monkeypatch, tmp_path):
-    from swap import driver
-
     def phase1_fails(spec, run_dir, data):
         raise RuntimeError("no GPU today")
 
@@ -232,8 +231,6 @@ def test_recording_never_fails_a_run(monkeypatch, caplog):
 
 def test_ray_metrics_accept_every_definition(monkeypatch):
     """Through the real ray.util.metrics (no cluster needed): nothing is rejected."""
-    from ray.util.metrics import Counter, Gauge
-
     monkeypatch.setattr(metrics, "_instruments", {})
     monkeypatch.setattr(metrics, "_warned", False)
     labels = metrics.Labels("r", "n").at(1, "all")

@@ -10,7 +10,16 @@ import torch
 
 from swap import storage
 from swap.errors import SwapError
-from swap.rundir import load_state_dict, new_run_dir, save_state_dict, write_json
+from swap.rundir import (
+    load_state_dict,
+    new_run_dir,
+    open_run,
+    read_json,
+    save_state_dict,
+    versions,
+    write_json,
+)
+from tests.helpers import tiny_spec
 
 
 def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
@@ -76,3 +85,20 @@ def test_relative_output_dirs_are_made_absolute(tmp_path, monkeypatch):
 
 def test_join():
     assert storage.join("s3://bucket/runs/", "a", "b.pt") == "s3://bucket/runs/a/b.pt"
+
+
+def test_resume_refuses_a_run_another_swap_version_wrote(tmp_path):
+    spec = tiny_spec(tmp_path)
+    run_dir, results = open_run(spec, None)
+    write_json(f"{run_dir}/results.json", results)
+    assert open_run(spec, run_dir)[1]["resumed"] == 1  # its own version's run resumes
+
+    results["versions"]["swap"] = "0.1.0"
+    write_json(f"{run_dir}/results.json", results)
+    with pytest.raises(
+        SwapError,
+        match=rf"--resume: .* written by swap 0.1.0, this is swap "
+        rf"{versions()['swap']}; start a new run",
+    ):
+        open_run(spec, run_dir)
+    assert read_json(f"{run_dir}/results.json")["versions"]["swap"] == "0.1.0"  # left as it was
