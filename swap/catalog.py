@@ -51,6 +51,7 @@ IMAGEFOLDER_RESIZE_RATIO = 256 / 224  # shorter side before the test-time centre
 # swap's own networks (swap/models/): the CIFAR-style nets keep a 32-pixel image large enough.
 ARCHS = (
     "small_cnn",
+    "mlp",
     "resnet20",
     "resnet32",
     "resnet44",

@@ -44,7 +44,9 @@ def whole_images(accuracy: float, images: int) -> bool:
     return images > 0 and accuracy * images == pytest.approx(round(accuracy * images))
 
 
-def check_run(results: dict, run_dir: Path, train_examples: int, classes: int) -> None:
+def check_run(
+    results: dict, run_dir: Path, train_examples: int, classes: int, shape=(3, 32, 32)
+) -> None:
     """What every finished run must hold, computed from the fabricated data's sizes."""
     assert results["status"] == "finished"
     p1 = results["phase1"]
@@ -75,7 +77,7 @@ def check_run(results: dict, run_dir: Path, train_examples: int, classes: int) -
             mean = (forks[0][key].double() + forks[1][key].double()) / 2
             torch.testing.assert_close(value, mean.to(value.dtype), rtol=0, atol=1e-6, msg=key)
     model = swap.load_model(run_dir)
-    assert model(torch.randn(3, 3, 32, 32)).shape == (3, classes)
+    assert model(torch.randn(3, *shape)).shape == (3, classes)
 
 
 def test_cifar10_resnet20_end_to_end(local_ray, tmp_path):
@@ -94,3 +96,10 @@ def test_cifar100_wrn_end_to_end_with_loader_processes(local_ray, tmp_path):
     saved = swap.load_spec(run_dir / "spec.yaml")
     assert (saved.model.depth, saved.model.width, saved.data.loader_workers) == (10, 1, 1)
     check_run(results, run_dir, train_examples=45, classes=100)
+
+
+def test_fashion_mnist_mlp_end_to_end_from_debians_layout(local_ray, tmp_path):
+    root = fd.write_mnist(tmp_path / "data", train=60, test=20, flat_gz=True)
+    results, run_dir = run_recipe("fashion_mnist_mlp.yaml", root, tmp_path)
+    assert swap.load_spec(run_dir / "spec.yaml").model.arch == "mlp"
+    check_run(results, run_dir, train_examples=54, classes=10, shape=(1, 28, 28))

@@ -11,7 +11,9 @@ import torch
 import swap
 from swap.data.common import DatasetInfo
 from swap.errors import SwapError
+from swap.models.cifar import BasicBlock
 from swap.models.registry import build_model
+from swap.rundir import MODEL_FILE, save_state_dict
 from swap.spec import Model
 from swap.training import Precision, to_memory_format
 
@@ -38,6 +40,7 @@ PARAMETERS = [
     ("resnet18", {}, CIFAR10, 11_181_642, 11.2, "torchvision, 10 classes"),
     ("resnet50", {}, DatasetInfo(1000, 3, 224), 25_557_032, 25.6, "torchvision / He et al."),
     ("small_cnn", {}, DatasetInfo(10, 1, 8), 94_186, 0.094, "the quickstart's docstring: ~0.1 M"),
+    ("mlp", {}, DatasetInfo(10, 1, 28), 670_730, 0.67, "its docstring: 784-512-512-10"),
 ]
 
 
@@ -67,6 +70,7 @@ FORWARD = [
     ("resnet18", {}, CIFAR10),
     ("resnet50", {}, DatasetInfo(1000, 3, 64)),
     ("small_cnn", {}, DatasetInfo(10, 1, 8)),
+    ("mlp", {}, DatasetInfo(10, 1, 28)),
     ("tests.custom_code:tiny_net", {}, DatasetInfo(7, 2, 6)),
 ]
 
@@ -89,8 +93,6 @@ def test_one_forward_and_backward_on_cpu(arch, fields, info):
 
 
 def test_option_a_shortcut_pads_channels_with_zeros():
-    from swap.models.cifar import BasicBlock
-
     block = BasicBlock(16, 32, stride=2).eval()
     with torch.no_grad():
         for conv in (block.conv1, block.conv2):
@@ -136,3 +138,17 @@ def test_swap_build_model_works_for_a_custom_data_set(tmp_path):
     )
     model = swap.build_model(spec)
     assert model(torch.randn(2, 2, 6, 6)).shape == (2, 3)  # 2 channels, 3 classes: from data
+
+
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_load_model_reads_a_run_directory_by_path_or_uri(tmp_path, as_uri):
+    spec = swap.Spec(name="x", model={"arch": "mlp"}, data={"dataset": "digits"})
+    trained = swap.build_model(spec)
+    torch.nn.init.normal_(trained[1].weight)  # unlike a fresh model's weights
+    (tmp_path / "spec.yaml").write_text(spec.to_yaml())
+    run_dir = f"file://{tmp_path}" if as_uri else str(tmp_path)
+    save_state_dict(trained.state_dict(), f"{run_dir}/final/{MODEL_FILE}")
+    loaded = swap.load_model(run_dir)
+    assert not loaded.training
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
