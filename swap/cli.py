@@ -13,7 +13,7 @@ import time
 from rich.console import Console
 
 from swap.errors import JobFailed, SwapError
-from swap.ray_session import apply_ray_defaults, metrics_export_port
+from swap.ray_session import metrics_export_port
 from swap.spec import Spec, load_spec, parse_spec
 from swap.spec.defaults import commented_defaults
 
@@ -98,6 +98,25 @@ def parser() -> argparse.ArgumentParser:
     _address_argument(listing)
     listing.set_defaults(command=list_command)
 
+    average = commands.add_parser(
+        "average",
+        help="average checkpoints after the fact (a run's workers, or any files)",
+        description="Average checkpoints with equal weights as phase 3 does: refresh BatchNorm "
+        "(phase3.bn_refresh), evaluate, save. `swap average RUN_DIR` repeats a run's phase 3 "
+        "(its final/model.pt, bit for bit); with --spec, average any checkpoints of that "
+        "spec's architecture.",
+    )
+    average.add_argument(
+        "inputs", nargs="+", metavar="RUN_DIR | CHECKPOINT.pt", help="a run directory, or "
+        "with --spec the checkpoints (paths or URIs) and any key=value overrides of the spec",
+    )  # fmt: skip
+    average.add_argument("--spec", metavar="SPEC.yaml", help="the model and data of the files")
+    average.add_argument(
+        "-o", "--output", metavar="OUT.pt", help="where to save the average "
+        "(default for a run: RUN_DIR/average/model.pt; with --spec: required)",
+    )  # fmt: skip
+    average.set_defaults(command=average_command)
+
     report = commands.add_parser("report", help="print a run's results and write its plots")
     report.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (it has results.json)")
     report.set_defaults(command=report_command)
@@ -122,7 +141,6 @@ def _address_argument(command: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     spec = _spec_from_args(args)  # every spec error surfaces before Ray starts
     metrics_export_port()  # and a bad SWAP_METRICS_EXPORT_PORT
-    apply_ray_defaults()
     from swap.driver import run_job  # Ray and torch: only `swap run` loads them
 
     try:
@@ -231,6 +249,36 @@ def report_command(args: argparse.Namespace) -> int:
     console = Console()
     print_summary(results, console)
     write_report(results, args.run_dir, console)  # where the run is now, moved or not
+    return 0
+
+
+def average_command(args: argparse.Namespace) -> int:
+    from swap import average  # torch
+
+    console = Console()
+    if args.spec is None:
+        if len(args.inputs) != 1:
+            raise SwapError("swap average: one RUN_DIR, or --spec SPEC.yaml and checkpoints")
+        result = average.average_run(args.inputs[0], args.output)
+        same = "the same as" if result["same_as_final"] else "NOT the same as"
+        what, note = "the run's workers", f"; {same} the run's final/model.pt"
+    else:
+        overrides = [x for x in args.inputs if "=" in x and not x.endswith(".pt")]
+        checkpoints = [x for x in args.inputs if x not in overrides]
+        if args.output is None:
+            raise SwapError("swap average --spec: -o OUT.pt is required")
+        spec = load_spec(args.spec, overrides)
+        files = dict(enumerate(checkpoints))
+        result = average.average_checkpoints(spec, files, args.output)
+        what, note = f"{len(checkpoints)} checkpoints", ""
+    val = result["val_accuracy"]
+    console.print(
+        f"averaged {what}: test acc {result['test_accuracy']:.2%}"
+        + (f", val acc {val:.2%}" if val is not None else "")
+        + f" (before the BN refresh {result['test_accuracy_before_bn']:.2%}); saved "
+        f"{result['model']} (sha256 {result['sha256'][:12]}...){note}",
+        soft_wrap=True,
+    )
     return 0
 
 

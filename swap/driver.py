@@ -57,13 +57,13 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
             results["phase1"] = run_phase1(spec, run_dir, data)
         save()
         console.rule("phase 2: independent small-batch workers")
+        weights = join(results["phase1"]["checkpoint"], MODEL_FILE)
         if "phase2" not in results:
-            weights = join(results["phase1"]["checkpoint"], MODEL_FILE)
             sha = results["phase1"]["sha256"]
             results["phase2"] = run_phase2(spec, run_dir, data, weights, sha, console, warmed)
         save()
         console.rule("phase 3: average, refresh BatchNorm, evaluate")
-        results["phase3"] = run_phase3(spec, run_dir, data, results["phase2"]["workers"])
+        results["phase3"] = run_phase3(spec, run_dir, data, results["phase2"]["workers"], weights)
         mark_dropped(results["phase2"]["workers"], results["phase3"]["dropped"])
         results["status"] = "finished"
         metrics.set_phase(labels, metrics.DONE)

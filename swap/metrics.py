@@ -106,6 +106,13 @@ FINAL_TEST_ACCURACY = Metric(
     "Test accuracy of the final averaged, BN-refreshed model (0-1)",
     RUN_LABELS,
 )
+# Phase 3's scores of every model it evaluates (worker label: "phase 1", "worker 0", ...,
+# "uniform average", "greedy soup", "ensemble"), on the test set.
+MODEL_NLL = Metric("swap_model_test_nll", "gauge", "Test negative log-likelihood of a model")
+MODEL_ECE = Metric(
+    "swap_model_test_ece", "gauge", "Test expected calibration error of a model (15 bins, 0-1)"
+)
+MODEL_BRIER = Metric("swap_model_test_brier", "gauge", "Test Brier score of a model (0-2)")
 
 METRICS = (
     CURRENT_PHASE,
@@ -126,6 +133,9 @@ METRICS = (
     AVERAGING_SECONDS,
     BN_REFRESH_SECONDS,
     FINAL_TEST_ACCURACY,
+    MODEL_NLL,
+    MODEL_ECE,
+    MODEL_BRIER,
 )
 
 
@@ -238,6 +248,13 @@ def record_phase3(labels: Labels, result: dict[str, Any]) -> None:
     if "model_write_seconds" in result:
         record_checkpoint(average, result["model"], result["model_write_seconds"])
     record(FINAL_TEST_ACCURACY, result["test_accuracy"], labels)
+    for model in result.get("models", []):
+        test, scored = model["test"], labels.at(3, model["model"])
+        if test.get("count"):
+            record(TEST_ACCURACY, test["accuracy"], scored)
+            record(MODEL_NLL, test["nll"], scored)
+            record(MODEL_ECE, test["ece"], scored)
+            record(MODEL_BRIER, test["brier"], scored)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from swap.storage import join
 
 TRAINING_PLOT = "training.png"  # loss and accuracy per epoch, phase 1 then each phase-2 worker
 ACCURACY_PLOT = "accuracy.png"  # test accuracy: phase 1, each worker, the average
+RELIABILITY_PLOT = "reliability.png"  # accuracy against confidence of the models phase 3 scored
 PHASE1_COLOR, AVERAGE_COLOR = "dimgray", "black"  # workers: matplotlib's C0, C1, ...
 
 
@@ -31,36 +32,70 @@ def load_results(run_dir: str) -> dict[str, Any]:
 
 
 def summary_table(results: dict[str, Any]) -> Table:
-    """One row per model: phase 1, each phase-2 worker, the average before and after BN refresh."""
+    """One row per model: phase 1, each phase-2 worker, the average before and after BN refresh,
+    the greedy soup and the ensemble when phase 3 made them. NLL and ECE (test set) for the
+    models phase 3 scored."""
     table = Table(title=f"swap · {results['name']} · run {results['run_id']}")
-    table.add_column("model")
-    table.add_column("test acc", justify="right")
-    table.add_column("val acc", justify="right")
-    table.add_column("seconds", justify="right")
+    for column in ("model", "test acc", "val acc", "NLL", "ECE", "seconds"):
+        table.add_column(column, justify="left" if column == "model" else "right")
     p1, p2, p3 = results.get("phase1"), results.get("phase2"), results.get("phase3")
+    scored = {m["model"]: m["test"] for m in (p3 or {}).get("models", [])}
+
+    def calibration(name: str) -> tuple[str, str]:
+        test = scored.get(name)
+        if not test or not test.get("count"):
+            return "", ""
+        return f"{test['nll']:.3f}", f"{test['ece']:.3f}"
+
     if p1:
         label = f"phase 1 · large batch · {p1['epochs']} epochs"
-        table.add_row(label, _pct(p1["test_accuracy"]), _pct(p1["val_accuracy"]), _s(p1))
+        table.add_row(
+            label, _pct(p1["test_accuracy"]), _pct(p1["val_accuracy"]), *calibration("phase 1"),
+            _s(p1),
+        )  # fmt: skip
     if p2:
         for w in p2["workers"]:
             label = f"phase 2 · worker {w['index']}"
             if w["status"] != "finished":
-                table.add_row(label, f"[red]{w['status']}[/]", "", "")
+                table.add_row(label, f"[red]{w['status']}[/]", "", "", "", "")
                 continue
-            table.add_row(label, _pct(w["test_accuracy"]), _pct(w["val_accuracy"]), _s(w))
-        table.add_row("phase 2 · wall clock", "", "", _s(p2), end_section=True)
+            table.add_row(
+                label, _pct(w["test_accuracy"]), _pct(w["val_accuracy"]),
+                *calibration(f"worker {w['index']}"), _s(w),
+            )  # fmt: skip
+        table.add_row("phase 2 · wall clock", "", "", "", "", _s(p2), end_section=True)
     if p3:
         n = len(p3["averaged_workers"])
-        before, after = p3["test_accuracy_before_bn"], p3["test_accuracy"]
-        val_before = p3["val_accuracy_before_bn"]
-        table.add_row(f"average of {n} · before BN refresh", _pct(before), _pct(val_before), "")
+        before, val_before = p3["test_accuracy_before_bn"], p3["val_accuracy_before_bn"]
+        table.add_row(f"average of {n} · before BN refresh", _pct(before), _pct(val_before))
+        greedy = p3.get("combine") == "greedy"
+        if greedy:
+            uniform = scored.get("uniform average", {})
+            candidates = len(p3["candidates"])
+            table.add_row(
+                f"uniform average of {candidates}", _pct(uniform.get("accuracy")),
+                _pct(_val(p3, "uniform average")), *calibration("uniform average"),
+            )  # fmt: skip
+        name = "greedy soup" if greedy else "uniform average"
         table.add_row(
-            f"[bold]average of {n} · SWAP model[/]",
-            f"[bold]{_pct(after)}[/]",
-            _pct(p3["val_accuracy"]),
-            _s(p3),
-        )
+            f"[bold]{'greedy soup' if greedy else 'average'} of {n} · SWAP model[/]",
+            f"[bold]{_pct(p3['test_accuracy'])}[/]", _pct(p3["val_accuracy"]),
+            *calibration(name), _s(p3),
+        )  # fmt: skip
+        if "ensemble" in scored:
+            table.add_row(
+                f"ensemble of {len(p3['candidates'])} workers",
+                _pct(scored["ensemble"].get("accuracy")), _pct(_val(p3, "ensemble")),
+                *calibration("ensemble"),
+            )  # fmt: skip
     return table
+
+
+def _val(p3: dict[str, Any], name: str) -> float | None:
+    for model in p3.get("models", []):
+        if model["model"] == name:
+            return model["val"].get("accuracy")
+    return None
 
 
 def print_summary(results: dict[str, Any], console: Console) -> None:
@@ -84,7 +119,12 @@ def write_report(
     """Draw the run's plots and write them into `run_dir` (local or a storage URI); say where
     on `console`. Returns their locations."""
     written = []
-    for name, draw in ((TRAINING_PLOT, training_figure), (ACCURACY_PLOT, accuracy_figure)):
+    plots = (
+        (TRAINING_PLOT, training_figure),
+        (ACCURACY_PLOT, accuracy_figure),
+        (RELIABILITY_PLOT, reliability_figure),
+    )
+    for name, draw in plots:
         figure = draw(results)
         if figure is None:
             continue
@@ -197,3 +237,42 @@ def accuracy_figure(results: dict[str, Any]) -> Any | None:
     figure.suptitle(f"swap · {results['name']} · run {results['run_id']}")
     figure.tight_layout()
     return figure
+
+
+def reliability_figure(results: dict[str, Any]) -> Any | None:
+    """The reliability diagram (test set): per confidence bin, the accuracy of the examples in
+    it, for phase 1, the final model, the uniform average and the ensemble when there (workers
+    too, thin). On the diagonal a model is calibrated; ECE in the legend. None without scores."""
+    models = (results.get("phase3") or {}).get("models", [])
+    scored = [m for m in models if m["test"].get("count")]
+    if not scored:
+        return None
+    figure = new_figure(5.6, 5.2)
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="calibrated")
+    for model in scored:
+        name, test = model["model"], model["test"]
+        bins = [b for b in test["bins"] if b["count"]]
+        style = _reliability_style(name)
+        axes.plot(
+            [b["confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            label=f"{name} (ECE {test['ece']:.3f})",
+            **style,
+        )
+    axes.set(
+        xlabel="confidence (top probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+        title="reliability on the test set (15 bins)",
+    )  # fmt: skip
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="x-small", loc="upper left")
+    figure.suptitle(f"swap · {results['name']} · run {results['run_id']}")
+    figure.tight_layout()
+    return figure
+
+
+def _reliability_style(name: str) -> dict[str, Any]:
+    if name.startswith("worker "):
+        return {"color": worker_color(int(name.split()[1])), "linewidth": 0.8, "alpha": 0.6}
+    colors = {"phase 1": PHASE1_COLOR, "ensemble": "tab:purple", "greedy soup": "tab:red"}
+    return {"color": colors.get(name, AVERAGE_COLOR), "linewidth": 2, "marker": "o"}

@@ -206,7 +206,6 @@ def train_epoch(
     return stats
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
@@ -214,11 +213,34 @@ def evaluate(
     precision: Precision = FLOAT32,
     prepare: Prepare | None = None,
 ) -> EpochStats:
+    return predict(model, batches, device, precision, prepare, keep=False)[0]
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    device: torch.device,
+    precision: Precision = FLOAT32,
+    prepare: Prepare | None = None,
+    keep: bool = True,
+) -> tuple[EpochStats, Tensor | None, Tensor | None]:
+    """A pass in eval mode: its statistics and, with `keep`, every example's logits (float32)
+    and label in the batches' order, on the CPU (None without `keep`)."""
     model.eval()
     tally = Tally(device)
+    logits_kept, targets_kept = [], []
     for batch in batches:
-        tally.add(*_forward(model, batch, device, precision, prepare))
-    return tally.read()
+        logits, targets, loss = _forward(model, batch, device, precision, prepare)
+        tally.add(logits, targets, loss)
+        if keep:
+            logits_kept.append(logits.float())
+            targets_kept.append(targets)
+    if not keep:
+        return tally.read(), None, None
+    if not logits_kept:  # an empty split (no validation examples)
+        return tally.read(), torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+    return tally.read(), torch.cat(logits_kept).cpu(), torch.cat(targets_kept).cpu()
 
 
 def ready_inputs(

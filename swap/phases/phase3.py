@@ -19,10 +19,11 @@ from swap.spec import Spec
 
 
 def run_phase3(
-    spec: Spec, run_dir: str, data: ObjectRef, workers: list[dict[str, Any]]
+    spec: Spec, run_dir: str, data: ObjectRef, workers: list[dict[str, Any]], phase1: str
 ) -> dict[str, Any]:
-    """Average the finished workers (phase 2's `workers` records) into `final/model.pt`, on the
-    job's `data`. The task lands in an idle phase-2 process, its imports and data read."""
+    """Combine the finished workers (phase 2's `workers` records) into `final/model.pt`, on the
+    job's `data`, and evaluate them beside the `phase1` weights. The task lands in an idle
+    phase-2 process, its imports and data read."""
     finished = {
         w["index"]: (w["checkpoint"], w["sha256"]) for w in workers if w["status"] == "finished"
     }
@@ -36,7 +37,7 @@ def run_phase3(
     task = ray.remote(phase3_coordinator).options(**task_options(spec))
     started = time.perf_counter()
     try:
-        result = ray.get(task.remote(spec, data, finished, run_dir))
+        result = ray.get(task.remote(spec, data, finished, run_dir, phase1))
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, JobFailed):
             raise exc.cause from None

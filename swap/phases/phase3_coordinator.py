@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ import torch
 from swap import seeds
 from swap.averaging import average_state_dicts
 from swap.bn import refresh_bn
+from swap.calibration import TINY, quality
 from swap.data.common import Splits
 from swap.data.loaders import eval_loader, loader_settings
 from swap.errors import JobFailed, SwapError
@@ -27,62 +28,137 @@ from swap.training import (
     EpochStats,
     Precision,
     device_for,
-    evaluate,
     precision_for,
+    predict,
     ready_inputs,
     to_memory_format,
 )
 
 
 def phase3_coordinator(
-    spec: Spec, splits: Splits, checkpoints: dict[int, tuple[str, str]], run_dir: str
+    spec: Spec,
+    splits: Splits,
+    checkpoints: dict[int, tuple[str, str]],
+    run_dir: str,
+    phase1: str | None = None,
 ) -> dict[str, Any]:
-    """Average the workers' `checkpoints` (index -> (path, sha256)) with equal weights, refresh
-    BN on the training set of `splits`, evaluate, and save the final model.
+    """Combine the workers' `checkpoints` (index -> (path, sha256)) as `phase3.combine` says,
+    refresh BN on the training set of `splits`, evaluate, and save the final model; `phase1`
+    (its weights) is evaluated beside them.
 
     Every checkpoint is checked against the SHA-256 its worker recorded before anything is
     averaged: a missing, truncated or corrupted one is dropped (and named in `dropped`), never
     averaged. Fewer than `phase2.min_workers` left fails the job.
     """
-    started, device = time.perf_counter(), device_for(spec)
-    precision = precision_for(spec, device)
-    model = build_model(spec.model, splits.info)
-
+    started = time.perf_counter()
     good, dropped = check_checkpoints(checkpoints)
     if len(good) < spec.phase2.min_workers:
         raise JobFailed(
             f"phase 2: {len(good)} of {spec.phase2.workers} workers finished with a readable "
             f"checkpoint; phase2.min_workers is {spec.phase2.min_workers}"
         )
-    # A generator, so only one worker's weights are loaded at a time.
-    model.load_state_dict(average_state_dicts(load_state_dict(p) for p in good.values()))
-    average_seconds = time.perf_counter() - started
-    model = to_memory_format(model.to(device), precision)
+    combined = combine(spec, splits, good, join(run_dir, "final", MODEL_FILE), phase1)
+    return {"dropped": dropped, **combined, "seconds": time.perf_counter() - started}
 
+
+def combine(
+    spec: Spec, splits: Splits, checkpoints: dict[int, str], out: str, phase1: str | None = None
+) -> dict[str, Any]:
+    """Phase 3's work, and `swap average`'s: the workers' `checkpoints` (index -> path or URI)
+    combined into one model saved to `out`, with
+
+    - `phase3.combine: uniform`: the equal-weight average of them all;
+    - `greedy`: the greedy soup (Wortsman et al. 2022): workers ordered by validation accuracy,
+      the best first, each next one kept only if the soup's validation accuracy (after its BN
+      refresh) does not drop;
+    - `phase3.ensemble`: also the ensemble, the workers' softmax outputs averaged.
+
+    `models` holds accuracy, NLL, ECE and Brier score (swap.calibration) on the test set and the
+    validation split for every model evaluated: phase 1, each worker (when the soup or the
+    ensemble needs them), the uniform average, the soup, the ensemble. The other fields describe
+    the saved model.
+    """
+    started, device = time.perf_counter(), device_for(spec)
+    precision = precision_for(spec, device)
     evaluation = Evaluation(spec, splits, device, precision)
-    before, val_before = evaluation.test(model), evaluation.val(model)
-    bn_started = time.perf_counter()
-    bn_batches = refresh(model, spec, splits, device, precision) if spec.phase3.bn_refresh else 0
-    bn_seconds = time.perf_counter() - bn_started
-    # The same weights as before, unless the BN refresh changed them.
-    test, val = (
-        (evaluation.test(model), evaluation.val(model)) if bn_batches else (before, val_before)
-    )
+    models: list[dict[str, Any]] = []
+
+    def build(state: dict[str, Any]) -> torch.nn.Module:
+        model = build_model(spec.model, splits.info)
+        model.load_state_dict(state)
+        return to_memory_format(model.to(device), precision)
+
+    def averaged(
+        indices: list[int], score: bool = True
+    ) -> tuple[torch.nn.Module, Scores | None, int]:
+        """The average of `indices` (in index order), its scores before the BN refresh (with
+        `score`), and the refresh's batches (0: none)."""
+        average_started = time.perf_counter()
+        # A generator, so only one worker's weights are loaded at a time.
+        model = build(average_state_dicts(load_state_dict(checkpoints[i]) for i in sorted(indices)))
+        evaluation.average_seconds += time.perf_counter() - average_started
+        before = evaluation.score(model) if score else None
+        if not spec.phase3.bn_refresh:
+            return model, before, 0
+        refresh_started = time.perf_counter()
+        refreshed = refresh(model, spec, splits, device, precision)
+        evaluation.bn_seconds += time.perf_counter() - refresh_started
+        return model, before, refreshed
+
+    def soup_accuracy(indices: list[int]) -> float:
+        """A candidate soup's validation accuracy, after its BN refresh."""
+        return evaluation.val_accuracy(averaged(indices, score=False)[0])
+
+    if phase1 is not None:
+        models.append(evaluation.score(build(load_state_dict(phase1))).record("phase 1"))
+    alone: dict[int, float] = {}  # each worker's own validation accuracy, for the soup
+    ensemble = Ensemble() if spec.phase3.ensemble else None
+    extra = {}  # seconds the greedy soup and the ensemble added
+    if spec.phase3.combine == "greedy" or ensemble is not None:
+        scoring = time.perf_counter()
+        for index, path in checkpoints.items():
+            scores = evaluation.score(build(load_state_dict(path)))
+            models.append(scores.record(f"worker {index}"))
+            alone[index] = scores.val.accuracy
+            if ensemble is not None:
+                ensemble.add(scores)
+        extra["score_workers_seconds"] = time.perf_counter() - scoring
+
+    model, before, bn_batches = averaged(list(checkpoints))
+    chosen, soup = sorted(checkpoints), None
+    after = evaluation.score(model) if bn_batches else before
+    models.append(after.record("uniform average"))
+    if spec.phase3.combine == "greedy":
+        searching = time.perf_counter()
+        soup = greedy_soup(alone, soup_accuracy)
+        chosen = sorted(soup["chosen"])
+        if chosen != sorted(checkpoints):
+            model, before, bn_batches = averaged(chosen)
+            after = evaluation.score(model) if bn_batches else before
+        models.append(after.record("greedy soup"))
+        extra["greedy_seconds"] = time.perf_counter() - searching
+    if ensemble is not None:
+        models.append(ensemble.scores().record("ensemble"))
+
     saving = time.perf_counter()
-    final = save_state_dict(model.state_dict(), join(run_dir, "final", MODEL_FILE))
+    final = save_state_dict(model.state_dict(), out)
     return {
-        "averaged_workers": sorted(good),
-        "dropped": dropped,
-        "test_accuracy_before_bn": before.accuracy,
-        "val_accuracy_before_bn": val_before.accuracy_if_any,
-        "test_accuracy": test.accuracy,
-        "test_loss": test.loss,
-        "val_accuracy": val.accuracy_if_any,
+        "combine": spec.phase3.combine,
+        "candidates": sorted(checkpoints),
+        "averaged_workers": chosen,
+        **({"greedy": soup} if soup is not None else {}),
+        "test_accuracy_before_bn": before.test.accuracy,
+        "val_accuracy_before_bn": before.val.accuracy_if_any,
+        "test_accuracy": after.test.accuracy,
+        "test_loss": after.test.loss,
+        "val_accuracy": after.val.accuracy_if_any,
+        "models": models,
         "bn_batches": bn_batches,
-        "average_seconds": average_seconds,
-        "bn_refresh_seconds": bn_seconds,
+        "average_seconds": evaluation.average_seconds,
+        "bn_refresh_seconds": evaluation.bn_seconds,
         "evaluation_seconds": evaluation.seconds,
-        "seconds": time.perf_counter() - started,
+        **extra,
+        "combine_seconds": time.perf_counter() - started,
         "model": final.location,
         "sha256": final.sha256,
         "model_bytes": final.size,
@@ -90,9 +166,103 @@ def phase3_coordinator(
     }
 
 
+def greedy_soup(
+    alone: dict[int, float], soup_accuracy: Callable[[list[int]], float]
+) -> dict[str, Any]:
+    """The greedy soup's choice: the workers (index -> its own validation accuracy) best first
+    (ties: the lower index), each added while `soup_accuracy` of the soup with it (its
+    validation accuracy, after its BN refresh) does not drop below the soup's without."""
+    order = sorted(alone, key=lambda i: (-alone[i], i))
+    chosen: list[int] = []
+    best = -1.0
+    candidates = []
+    for index in order:
+        accuracy = soup_accuracy([*chosen, index])
+        added = accuracy >= best
+        candidates.append(
+            {
+                "worker": index,
+                "val_accuracy": alone[index],
+                "soup_val_accuracy": accuracy,
+                "added": added,
+            }
+        )
+        if added:
+            chosen.append(index)
+            best = accuracy
+    return {"order": order, "candidates": candidates, "chosen": chosen, "val_accuracy": best}
+
+
+@dataclass
+class Score:
+    """One model on one split: evaluate's statistics and the predicted probabilities."""
+
+    stats: EpochStats
+    probabilities: torch.Tensor  # N x classes, float64 on the CPU
+    targets: torch.Tensor
+
+    @property
+    def accuracy(self) -> float:
+        return self.stats.accuracy
+
+    @property
+    def accuracy_if_any(self) -> float | None:
+        return self.stats.accuracy_if_any
+
+    @property
+    def loss(self) -> float:
+        return self.stats.loss
+
+
+@dataclass
+class Scores:
+    """One model on the test set and on the validation split."""
+
+    test: Score
+    val: Score
+
+    def record(self, name: str) -> dict[str, Any]:
+        """results.json's entry for this model: its quality on each split."""
+        return {
+            "model": name,
+            "test": quality(self.test.probabilities, self.test.targets),
+            "val": quality(self.val.probabilities, self.val.targets),
+        }
+
+
+class Ensemble:
+    """The workers' predicted probabilities summed example by example, one worker at a time
+    (never all W held), then averaged: the ensemble's scores."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.targets: dict[str, torch.Tensor] = {}
+        self.members = 0
+
+    def add(self, scores: Scores) -> None:
+        self.members += 1
+        for split, score in (("test", scores.test), ("val", scores.val)):
+            if split in self.sums:
+                self.sums[split] += score.probabilities
+            else:
+                self.sums[split] = score.probabilities.clone()
+                self.targets[split] = score.targets
+
+    def scores(self) -> Scores:
+        def split(name: str) -> Score:
+            probabilities, targets = self.sums[name] / self.members, self.targets[name]
+            n = len(targets)
+            correct = int((probabilities.argmax(dim=1) == targets).sum()) if n else 0
+            picked = probabilities[torch.arange(n), targets] if n else torch.zeros(0)
+            loss = -picked.clamp_min(TINY).log().sum().item()
+            return Score(EpochStats(loss, correct, n), probabilities, targets)
+
+        return Scores(split("test"), split("val"))
+
+
 @dataclass
 class Evaluation:
-    """The held-out sets' loaders, built once, and a model's statistics on each."""
+    """The held-out sets' loaders, built once, and a model's scores on each."""
 
     spec: Spec
     splits: Splits
@@ -100,23 +270,28 @@ class Evaluation:
     precision: Precision
 
     seconds: float = 0.0  # spent evaluating so far
+    bn_seconds: float = 0.0  # spent refreshing BatchNorm statistics so far
+    average_seconds: float = 0.0  # spent averaging weights so far
 
     def __post_init__(self) -> None:
         bs, feed = self.spec.phase3.batch_size, loader_settings(self.spec)
         self.test_batches = eval_loader(self.splits.test, bs, feed)
         self.val_batches = eval_loader(self.splits.val, bs, feed)
 
-    def test(self, model: torch.nn.Module) -> EpochStats:
-        return self._on(model, self.test_batches)
+    def score(self, model: torch.nn.Module) -> Scores:
+        return Scores(self._on(model, self.test_batches), self._on(model, self.val_batches))
 
-    def val(self, model: torch.nn.Module) -> EpochStats:
-        return self._on(model, self.val_batches)
+    def val_accuracy(self, model: torch.nn.Module) -> float:
+        return self._on(model, self.val_batches).accuracy
 
-    def _on(self, model: torch.nn.Module, batches: Iterable) -> EpochStats:
+    def _on(self, model: torch.nn.Module, batches: Iterable) -> Score:
         started = time.perf_counter()
-        stats = evaluate(model, batches, self.device, self.precision, self.splits.batch_transform)
+        stats, logits, targets = predict(
+            model, batches, self.device, self.precision, self.splits.batch_transform
+        )
         self.seconds += time.perf_counter() - started
-        return stats
+        probabilities = torch.softmax(logits.double(), dim=1) if len(targets) else logits.double()
+        return Score(stats, probabilities, targets)
 
 
 def refresh(

@@ -269,6 +269,10 @@ class Phase3(Section):
     bn_refresh: StrictBool = field(True, "recompute BatchNorm statistics of the averaged model")
     bn_batches: PositiveInt | None = field(None, "batches for the refresh (null: every example)")
     batch_size: PositiveInt = field(256, "examples per batch for the BN refresh and evaluation")
+    combine: Literal["uniform", "greedy"] = field(
+        "uniform", "uniform: average every finished worker; greedy: a greedy soup on validation"
+    )
+    ensemble: StrictBool = field(False, "also evaluate the workers' averaged predictions")
 
 
 class Resources(Section):
@@ -316,7 +320,7 @@ class Output(Section):
 class RuntimeEnv(Section):
     """for `swap submit`: Ray's runtime environment of the job; swap adds its own"""
 
-    pip: list[StrictStr] | None = field(None, 'packages for the job, e.g. ["swap==0.1.0"]')
+    pip: list[StrictStr] | None = field(None, 'packages for the job, e.g. ["swap==0.2.0"]')
     env_vars: dict[StrictStr, StrictStr] = field({}, "environment variables of every process")
     working_dir: StrictStr | None = field(None, "a local folder (uploaded) or a remote URI")
     py_modules: list[StrictStr] | None = field(None, "local module folders or URIs to ship")
@@ -350,6 +354,18 @@ class Spec(Section):
             f"arch {value.arch!r} (torchvision) takes 3-channel images; data set "
             f"{data.dataset} has {channels}: choose one of swap's nets ({', '.join(ARCHS)})",
         )
+
+    @field_validator("phase3")
+    @classmethod
+    def _greedy_needs_validation(cls, value: Phase3, info: ValidationInfo) -> Phase3:
+        data = info.data.get("data")
+        if value.combine == "greedy" and data is not None and data.val_fraction == 0:
+            raise PydanticCustomError(
+                "cross_field",
+                "combine: greedy chooses workers by validation accuracy, and data.val_fraction "
+                "is 0 (no validation split; the test set is never used to choose)",
+            )
+        return value
 
     @field_validator("name")
     @classmethod

@@ -29,7 +29,7 @@ from ..unit.test_metrics import panel_queries  # the dashboard the unit tests ch
 
 # Ray's export interval, for the head and the driver: 1 s instead of 10 s keeps the test short.
 FAST_EXPORT = {"RAY_metrics_report_interval_ms": "1000"}
-# Token auth is tested in test_jobs.py; here it would only add a token to pass around.
+# Token auth is tested in test_submit.py; here it would only add a token to pass around.
 NO_AUTH = {"RAY_AUTH_MODE": "disabled"}
 # On SIGTERM a node waits up to 30 s for its idle workers' leases to drain; skip that wait.
 NO_DRAIN = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
@@ -224,7 +224,10 @@ def test_every_metric_reaches_prometheus_with_its_labels(scraped_job):
         assert labels["name"] == "tiny" and "exported_job" not in labels
         assert set(metrics.WORKER_LABELS) & set(labels) == set(by_name[labels["__name__"]].labels)
     tested = series(url, f'last_over_time(swap_test_accuracy{{job="{job}"}}[10m])')
-    assert set(tested) == {("1", "all"), ("2", "0"), ("2", "1"), ("3", "average")}
+    scored = {("3", "phase 1"), ("3", "uniform average")}  # phase 3's scores of each model
+    assert set(tested) == {("1", "all"), ("2", "0"), ("2", "1"), ("3", "average")} | scored
+    for name in ("swap_model_test_nll", "swap_model_test_ece", "swap_model_test_brier"):
+        assert set(series(url, f'last_over_time({name}{{job="{job}"}}[10m])')) == scored, name
 
 
 def test_values_match_the_run(scraped_job):

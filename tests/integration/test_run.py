@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from rich.console import Console
 
 import swap
+from swap.cli import main
 from swap.data.registry import load_splits
 from swap.driver import run_job
 from swap.phases.phase1 import run_phase1
@@ -144,6 +146,27 @@ def test_final_model_loads_with_plain_pytorch(finished):
     same = swap.load_model(run_dir)
     x = torch.randn(4, 1, 8, 8)
     torch.testing.assert_close(model.eval()(x), same(x))
+
+
+def test_swap_average_repeats_the_runs_phase3_bit_for_bit(finished, tmp_path, capsys):
+    _, results, _ = finished
+    run_dir = Path(results["run_dir"])
+    out = tmp_path / "again.pt"
+    assert main(["average", str(run_dir), "-o", str(out)]) == 0
+    assert out.read_bytes() == (run_dir / "final" / MODEL_FILE).read_bytes()
+    assert "the same as the run's final/model.pt" in capsys.readouterr().out
+
+    copy = tmp_path / "copy"  # a changed worker checkpoint: named, exit 2, nothing written
+    shutil.copytree(run_dir, copy)
+    worker = results["phase2"]["workers"][1]["checkpoint"]
+    copied = copy / Path(worker).relative_to(run_dir)
+    copied.write_bytes(copied.read_bytes()[:-1])
+    copied_results = json.loads((copy / "results.json").read_text())
+    copied_results["phase2"]["workers"][1]["checkpoint"] = str(copied)
+    (copy / "results.json").write_text(json.dumps(copied_results))
+    assert main(["average", str(copy)]) == 2
+    assert f"swap: error: {copied}: checksum mismatch" in capsys.readouterr().err
+    assert not (copy / "average").exists()
 
 
 def test_summary_table_shows_every_model(finished):

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.optim.swa_utils import AveragedModel, update_bn
 
 import swap
 from swap.data.registry import load_splits
 from swap.errors import JobFailed
-from swap.phases.phase3_coordinator import phase3_coordinator
+from swap.phases.phase3_coordinator import greedy_soup, phase3_coordinator
 from swap.rundir import MODEL_FILE, load_state_dict, save_state_dict
 
 from ..helpers import tiny_spec
@@ -51,3 +52,78 @@ def test_the_coordinator_fails_below_min_workers(tmp_path):
     with pytest.raises(JobFailed, match="2 of 3 workers finished .*; phase2.min_workers is 3"):
         phase3_coordinator(spec, load_splits(spec.data), checkpoints, str(tmp_path))
     assert not (tmp_path / "final").exists()
+
+
+def test_greedy_soup_adds_best_first_while_validation_does_not_drop():
+    alone = {0: 0.90, 1: 0.95, 2: 0.92, 3: 0.92}  # each worker's own validation accuracy
+    # Every soup's validation accuracy, by brute force over the subsets greedy can meet.
+    table = {(1,): 0.95, (1, 2): 0.96, (1, 2, 3): 0.955, (0, 1, 2): 0.96}
+    asked = []
+
+    def soup_accuracy(indices):
+        asked.append(tuple(indices))
+        return table[tuple(sorted(indices))]
+
+    soup = greedy_soup(alone, soup_accuracy)
+    assert soup["order"] == [1, 2, 3, 0]  # by validation accuracy; a tie goes to the lower index
+    assert asked == [(1,), (1, 2), (1, 2, 3), (1, 2, 0)]
+    assert soup["chosen"] == [1, 2, 0]  # 3 lowered it (0.955 < 0.96); 0 kept it equal: added
+    assert [c["added"] for c in soup["candidates"]] == [True, True, False, True]
+    assert soup["val_accuracy"] == 0.96
+
+
+def test_greedy_soup_and_ensemble_against_independent_computations(tmp_path):
+    spec = tiny_spec(tmp_path, phase3={"combine": "greedy", "ensemble": True})
+    checkpoints = worker_checkpoints(spec, tmp_path)
+    splits = load_splits(spec.data)
+    result = phase3_coordinator(spec, splits, checkpoints, str(tmp_path))
+    models = {m["model"]: m for m in result["models"]}
+    assert set(models) == {"worker 0", "worker 1", "worker 2", "uniform average", "greedy soup",
+                           "ensemble"}  # fmt: skip
+
+    def reference(indices: list[int]) -> torch.nn.Module:
+        """torch.optim.swa_utils' average and BN refresh of `indices`, in eval mode."""
+        members = []
+        for i in indices:
+            member = swap.build_model(spec)
+            member.load_state_dict(load_state_dict(checkpoints[i][0]))
+            members.append(member)
+        averaged = AveragedModel(members[0], use_buffers=True)
+        for member in members:  # the first update copies, the later ones average
+            averaged.update_parameters(member)
+        train = [
+            splits.batch_transform(splits.train_plain[list(range(len(splits.train_plain)))][0])
+        ]
+        update_bn(train, averaged.module)
+        return averaged.module.eval()
+
+    def val_accuracy(model: torch.nn.Module) -> float:
+        images, labels = splits.val[list(range(len(splits.val)))]
+        with torch.no_grad():
+            return (model(splits.batch_transform(images)).argmax(1) == labels).float().mean().item()
+
+    for candidate in result["greedy"]["candidates"]:
+        upto = result["greedy"]["order"][: result["greedy"]["order"].index(candidate["worker"]) + 1]
+        soup = [i for i in upto if i == candidate["worker"] or i in result["greedy"]["chosen"]]
+        assert candidate["soup_val_accuracy"] == pytest.approx(
+            val_accuracy(reference(soup)), abs=1.5 / len(splits.val)
+        )
+    chosen = result["averaged_workers"]
+    assert chosen == sorted(result["greedy"]["chosen"])
+    final = load_state_dict(result["model"])
+    members = [load_state_dict(checkpoints[i][0]) for i in chosen]
+    mean = torch.stack([m["0.weight"] for m in members]).double().mean(0).float()
+    assert torch.equal(final["0.weight"], mean)
+
+    # The ensemble: each worker's softmax, averaged, argmax; against its recorded accuracy.
+    images, labels = splits.test[list(range(len(splits.test)))]
+    probabilities = 0
+    for i in range(3):
+        member = swap.build_model(spec)
+        member.load_state_dict(load_state_dict(checkpoints[i][0]))
+        with torch.no_grad():
+            probabilities = probabilities + member.eval()(splits.batch_transform(images)).softmax(1)
+    correct = (probabilities.argmax(1) == labels).float().mean().item()
+    assert models["ensemble"]["test"]["accuracy"] == pytest.approx(correct, abs=1.5 / len(labels))
+    for name, model in models.items():
+        assert 0 <= model["test"]["ece"] <= 1 and model["test"]["count"] == len(labels), name

@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 
 from swap.cli import main
-from swap.report import ACCURACY_PLOT, TRAINING_PLOT, accuracy_bars
+from swap.report import ACCURACY_PLOT, RELIABILITY_PLOT, TRAINING_PLOT, accuracy_bars
 
 
 def history(epochs: int, start_loss: float, start_accuracy: float) -> list[dict]:
@@ -139,3 +139,51 @@ def test_a_run_that_stopped_in_phase_2_still_gets_its_plots(tmp_path, capsys):
 def test_not_a_run_directory_is_a_user_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "has no results.json" in capsys.readouterr().err
+
+
+def scored(accuracy: float, nll: float, ece: float) -> dict:
+    """A model's quality on one split, as swap.calibration.quality writes it."""
+    bins = [{"count": 0, "confidence": None, "accuracy": None}] * 13
+    bins += [{"count": 10, "confidence": 0.9, "accuracy": 0.8}] * 2
+    return {"count": 20, "accuracy": accuracy, "nll": nll, "ece": ece, "brier": 0.1, "bins": bins}
+
+
+def test_a_greedy_soup_and_ensemble_get_their_rows_and_the_reliability_diagram(tmp_path, capsys):
+    content = results(tmp_path)
+    content["phase3"].update(
+        combine="greedy",
+        candidates=[0, 2],
+        averaged_workers=[2],
+        models=[
+            {"model": "phase 1", "test": scored(0.9611, 0.151, 0.021), "val": scored(0.95, 0, 0)},
+            {"model": "worker 0", "test": scored(0.9722, 0.092, 0.012), "val": scored(0.97, 0, 0)},
+            {"model": "worker 2", "test": scored(0.9694, 0.101, 0.013), "val": scored(0.98, 0, 0)},
+            {
+                "model": "uniform average",
+                "test": scored(0.9733, 0.081, 0.011),
+                "val": scored(0.9811, 0, 0),
+            },
+            {
+                "model": "greedy soup",
+                "test": scored(0.9806, 0.071, 0.009),
+                "val": scored(0.9861, 0, 0),
+            },
+            {
+                "model": "ensemble",
+                "test": scored(0.9778, 0.077, 0.008),
+                "val": scored(0.9822, 0, 0),
+            },
+        ],  # fmt: skip
+    )
+    run_dir = write_run(tmp_path, content)
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 5}
+    assert "97.33%" in lines["uniform average of 2"] and "98.11%" in lines["uniform average of 2"]
+    assert "0.071" in lines["greedy soup of 1 · SWAP model"]
+    assert "0.009" in lines["greedy soup of 1 · SWAP model"]
+    ensemble = lines["ensemble of 2 workers"]
+    assert "97.78%" in ensemble and "0.077" in ensemble and "0.008" in ensemble
+    assert "0.151" in next(line for name, line in lines.items() if name.startswith("phase 1"))
+    width, height = png_size(run_dir / RELIABILITY_PLOT)
+    assert width > 300 and height > 300
