@@ -19,8 +19,8 @@ from swap import storage
 from swap.data.registry import prepare_data
 from swap.errors import SwapError
 from swap.phases.phase3_coordinator import combine
-from swap.rundir import MODEL_FILE, read_json, verify
-from swap.spec import Spec, parse_spec
+from swap.rundir import MODEL_FILE, read_json, read_run_spec, verify
+from swap.spec import Spec
 
 AVERAGE_DIR = "average"  # swap average RUN_DIR writes RUN_DIR/average/model.pt by default
 
@@ -29,7 +29,7 @@ def average_run(run_dir: str, out: str | None) -> dict[str, Any]:
     """Phase 3 of a finished run again, on the workers it averaged (their SHA-256 checked):
     the result's `same_as_final` says whether it equals the run's final/model.pt."""
     run_dir = storage.absolute(run_dir)
-    spec = _read_spec(storage.join(run_dir, "spec.yaml"))
+    spec = read_run_spec(run_dir)
     results_file = storage.join(run_dir, "results.json")
     if not storage.exists(results_file):
         raise SwapError(f"{run_dir}: not a run directory (it has no results.json)")
@@ -81,10 +81,3 @@ def _name_checkpoint(message: str, checkpoints: list[str]) -> str:
         return message
     rest = found[2].replace("the first", checkpoints[0])
     return f"{checkpoints[int(found[1]) - 1]}{rest}"
-
-
-def _read_spec(location: str) -> Spec:
-    if not storage.exists(location):
-        parent = location.rpartition("/")[0]
-        raise SwapError(f"{parent}: not a run directory (it has no spec.yaml)")
-    return parse_spec(storage.read_bytes(location).decode(), location)

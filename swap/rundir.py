@@ -195,9 +195,7 @@ def open_run(spec: Spec, resume: str | None) -> tuple[str, dict[str, Any]]:
         }
     run_dir = storage.absolute(resume)
     saved_spec = join(run_dir, "spec.yaml")
-    if not storage.exists(saved_spec):
-        raise SwapError(f"--resume: {run_dir} is not a run directory (it has no spec.yaml)")
-    saved = parse_spec(storage.read_bytes(saved_spec).decode(), saved_spec)
+    saved = read_run_spec(run_dir, "--resume: ")
     differing = changed_fields(saved.to_dict(), spec.to_dict())
     if differing:
         raise SpecError(
@@ -213,6 +211,14 @@ def open_run(spec: Spec, resume: str | None) -> tuple[str, dict[str, Any]]:
     results.update(status="running", resumed=results.get("resumed", 0) + 1)
     results.pop("error", None)
     return run_dir, results
+
+
+def read_run_spec(run_dir: str, context: str = "") -> Spec:
+    """The resolved spec a run directory (a path or URI) keeps in spec.yaml."""
+    location = join(run_dir, "spec.yaml")
+    if not storage.exists(location):
+        raise SwapError(f"{context}{run_dir}: not a run directory (it has no spec.yaml)")
+    return parse_spec(storage.read_bytes(location).decode(), location)
 
 
 def changed_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

@@ -12,8 +12,8 @@ from torch import nn
 from swap import storage
 from swap.data.registry import dataset_info
 from swap.models.registry import build_model
-from swap.rundir import MODEL_FILE, load_state_dict
-from swap.spec import Spec, parse_spec
+from swap.rundir import MODEL_FILE, load_state_dict, read_run_spec
+from swap.spec import Spec
 
 
 def model_for(spec: Spec) -> nn.Module:
@@ -30,8 +30,7 @@ def load_model(run_dir: str | Path, checkpoint: str | Path | None = None) -> nn.
     `load_state_dict(torch.load(f"{run_dir}/final/model.pt", weights_only=True))`.
     """
     run_dir = str(run_dir)
-    spec_file = storage.join(run_dir, "spec.yaml")
-    model = model_for(parse_spec(storage.read_bytes(spec_file).decode(), spec_file))
+    model = model_for(read_run_spec(run_dir))
     model.load_state_dict(
         load_state_dict(str(checkpoint or storage.join(run_dir, "final", MODEL_FILE)))
     )

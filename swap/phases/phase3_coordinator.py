@@ -16,7 +16,7 @@ import torch
 from swap import seeds
 from swap.averaging import average_state_dicts
 from swap.bn import refresh_bn
-from swap.calibration import TINY, quality
+from swap.calibration import quality
 from swap.data.common import Splits
 from swap.data.loaders import eval_loader, loader_settings
 from swap.errors import JobFailed, SwapError
@@ -138,7 +138,7 @@ def combine(
         models.append(after.record("greedy soup"))
         extra["greedy_seconds"] = time.perf_counter() - searching
     if ensemble is not None:
-        models.append(ensemble.scores().record("ensemble"))
+        models.append(ensemble.record("ensemble"))
 
     saving = time.perf_counter()
     final = save_state_dict(model.state_dict(), out)
@@ -248,16 +248,15 @@ class Ensemble:
                 self.sums[split] = score.probabilities.clone()
                 self.targets[split] = score.targets
 
-    def scores(self) -> Scores:
-        def split(name: str) -> Score:
-            probabilities, targets = self.sums[name] / self.members, self.targets[name]
-            n = len(targets)
-            correct = int((probabilities.argmax(dim=1) == targets).sum()) if n else 0
-            picked = probabilities[torch.arange(n), targets] if n else torch.zeros(0)
-            loss = -picked.clamp_min(TINY).log().sum().item()
-            return Score(EpochStats(loss, correct, n), probabilities, targets)
-
-        return Scores(split("test"), split("val"))
+    def record(self, name: str) -> dict[str, Any]:
+        """results.json's entry for the ensemble: the averaged probabilities' quality."""
+        return {
+            "model": name,
+            **{
+                split: quality(self.sums[split] / self.members, self.targets[split])
+                for split in ("test", "val")
+            },
+        }
 
 
 @dataclass
