@@ -1,6 +1,6 @@
 """Phase 3's ways to combine the workers, n seeds: accuracy, NLL, ECE and Brier score of the
-uniform average, the greedy soup and the ensemble (and phase 1, the workers alone), with the
-seconds each adds to phase 3.
+uniform average, the greedy soup, the ensemble, SWAG and MultiSWAG (and phase 1, the workers
+alone), with the seconds each adds to phase 3.
 
 Run: .venv/bin/python bench/combine.py [--seeds 5] [--config SPEC.yaml] [key=value ...]
 
@@ -8,6 +8,9 @@ Each seed is one swap job with `phase3.combine=greedy phase3.ensemble=true`: the
 give every combination, so the comparison is paired. The soup and the ensemble both need every
 worker scored alone (`score_workers_seconds`); the soup then averages and BN-refreshes one
 candidate per worker (`greedy_seconds`); the ensemble only averages the scored probabilities.
+Every worker also collects SWAG statistics (`phase2.swag_rank`, once per epoch), and phase 3
+draws `phase3.swag_samples` models from each, BN-refreshed one by one (`swag_seconds`); "SWAG"
+is the mean over workers of each worker's own SWAG, MultiSWAG all their draws together.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from swap.driver import run_job
 from swap.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
-MODELS = ("phase 1", "workers (mean of each alone)", "uniform average", "greedy soup", "ensemble")
+MODELS = ("phase 1", "workers (mean of each alone)", "uniform average", "greedy soup", "ensemble",
+          "SWAG (mean of each worker's)", "multiswag")  # fmt: skip
 METRICS = ("accuracy", "nll", "ece", "brier")
 
 
@@ -41,14 +45,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="swap-combine-") as scratch:
         for k in range(args.seeds):
             overrides = [*args.overrides, f"seed={k}", f"output.dir={scratch}",
-                         "phase3.combine=greedy", "phase3.ensemble=true"]  # fmt: skip
+                         "phase3.combine=greedy", "phase3.ensemble=true",
+                         f"phase2.swag_rank={args.swag_rank}",
+                         f"phase3.swag_samples={args.swag_samples}"]  # fmt: skip
             results = run_job(load_spec(args.config, overrides), Console(file=io.StringIO()))
             runs.append(one_run(results))
             p3 = runs[-1]
             print(
                 f"seed {k}: uniform {p3['uniform average']['accuracy']:.2%}, greedy "
                 f"{p3['greedy soup']['accuracy']:.2%} of {len(p3['chosen'])}, ensemble "
-                f"{p3['ensemble']['accuracy']:.2%}",
+                f"{p3['ensemble']['accuracy']:.2%}, MultiSWAG {p3['multiswag']['accuracy']:.2%}",
                 flush=True,
             )
     ray.shutdown()
@@ -62,6 +68,8 @@ def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "quickstart.yaml"))
     parser.add_argument("--seeds", type=int, default=5, help="jobs (seeds 0, 1, ...)")
+    parser.add_argument("--swag-rank", type=int, default=20, help="phase2.swag_rank")
+    parser.add_argument("--swag-samples", type=int, default=5, help="phase3.swag_samples")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="spec overrides")
     return parser.parse_args()
@@ -72,8 +80,12 @@ def one_run(results: dict[str, Any]) -> dict[str, Any]:
     p3 = results["phase3"]
     test = {m["model"]: {k: m["test"][k] for k in METRICS} for m in p3["models"]}
     workers = [v for k, v in test.items() if k.startswith("worker ")]
+    swag = [v for k, v in test.items() if k.startswith("swag worker ")]
     test["workers (mean of each alone)"] = {
         k: statistics.fmean(w[k] for w in workers) for k in METRICS
+    }
+    test["SWAG (mean of each worker's)"] = {
+        k: statistics.fmean(w[k] for w in swag) for k in METRICS
     }
     return {
         **test,
@@ -84,6 +96,7 @@ def one_run(results: dict[str, Any]) -> dict[str, Any]:
             "bn_refresh": p3["bn_refresh_seconds"],
             "score_workers": p3["score_workers_seconds"],
             "greedy": p3["greedy_seconds"],
+            "swag": p3["swag_seconds"],
         },
     }
 
@@ -107,7 +120,8 @@ def print_table(table: dict[str, Any], seeds: int) -> None:
     print(
         f"phase 3 seconds (median): {s['phase3']['median']:.2f} in all; scoring every worker "
         f"{s['score_workers']['median']:.2f} (soup and ensemble), greedy search "
-        f"{s['greedy']['median']:.2f}; soup size {table['soup_size']['mean']:.1f} on average"
+        f"{s['greedy']['median']:.2f}, SWAG draws {s['swag']['median']:.2f}; soup size "
+        f"{table['soup_size']['mean']:.1f} on average"
     )
 
 

@@ -88,6 +88,17 @@ def summary_table(results: dict[str, Any]) -> Table:
                 _pct(scored["ensemble"].get("accuracy")), _pct(_val(p3, "ensemble")),
                 *calibration("ensemble"),
             )  # fmt: skip
+        samples = p3.get("swag_samples")
+        for name in [n for n in scored if n.startswith("swag worker ")] + ["multiswag"]:
+            if name in scored:
+                multi = name == "multiswag"
+                kind = "MultiSWAG" if multi else f"SWAG · {name[5:]}"
+                seconds = f"{p3['swag_seconds']:.1f}" if multi else ""
+                table.add_row(
+                    f"{kind} · {samples} draws{' each' if multi else ''}",
+                    _pct(scored[name].get("accuracy")),
+                    _pct(_val(p3, name)), *calibration(name), seconds,
+                )  # fmt: skip
     return table
 
 
@@ -272,7 +283,9 @@ def reliability_figure(results: dict[str, Any]) -> Any | None:
 
 
 def _reliability_style(name: str) -> dict[str, Any]:
-    if name.startswith("worker "):
-        return {"color": worker_color(int(name.split()[1])), "linewidth": 0.8, "alpha": 0.6}
-    colors = {"phase 1": PHASE1_COLOR, "ensemble": "tab:purple", "greedy soup": "tab:red"}
+    if name.startswith(("worker ", "swag worker ")):
+        style = {"linewidth": 0.8, "alpha": 0.6, "linestyle": "--" if "swag" in name else "-"}
+        return {"color": worker_color(int(name.split()[-1])), **style}
+    colors = {"phase 1": PHASE1_COLOR, "ensemble": "tab:purple", "greedy soup": "tab:red",
+              "multiswag": "tab:green"}  # fmt: skip
     return {"color": colors.get(name, AVERAGE_COLOR), "linewidth": 2, "marker": "o"}

@@ -25,6 +25,7 @@ from swap.spec import Spec, parse_spec
 from swap.storage import join
 
 MODEL_FILE = "model.pt"
+SWAG_FILE = "swag.pt"  # a phase-2 worker's SWAG statistics (swap.swag), beside its model
 RESUME_POINT = "resume.json"  # in a phase-2 worker's directory: its last committed epoch
 ATTEMPTS = "attempts.json"  # ... how many times it was started, and where it runs now
 RESULT = "result.json"  # ... written when it finished: a resumed job does not rerun it

@@ -19,6 +19,7 @@ from swap.errors import DivergenceError
 from swap.models.registry import build_model
 from swap.rundir import (
     MODEL_FILE,
+    SWAG_FILE,
     load_resume_point,
     load_state_dict,
     phase2_dir,
@@ -28,6 +29,7 @@ from swap.rundir import (
 from swap.schedules import PHASE2_SCHEDULES, lambda_lr
 from swap.spec import Spec
 from swap.storage import join
+from swap.swag import SwagMoments, check_memory
 from swap.training import (
     Precision,
     device_for,
@@ -86,6 +88,15 @@ def phase2_worker(
     scheduler = lambda_lr(optimizer, schedule)
     history = resume(committed, model, optimizer, scheduler, precision)
     resumed_from = len(history)
+    swag = swag_moments(spec, model, device, committed)
+    after_step = None
+    if swag is not None and p2.swag_every is not None:
+        steps = [len(history) * len(batches)]  # this worker's steps so far, resumed ones too
+
+        def after_step() -> None:
+            steps[0] += 1
+            if steps[0] % p2.swag_every == 0:
+                swag.collect(model)
 
     for epoch in range(len(history) + 1, p2.epochs + 1):
         order.set_epoch(epoch)
@@ -94,17 +105,25 @@ def phase2_worker(
         lr, epoch_started = optimizer.param_groups[0]["lr"], time.perf_counter()
         try:
             stats = train_epoch(model, batches, optimizer, scheduler, device, precision,
-                                stop_on_nonfinite=True, prepare=prepare)  # fmt: skip
+                                stop_on_nonfinite=True, prepare=prepare,
+                                after_step=after_step)  # fmt: skip
         except DivergenceError as exc:
             raise DivergenceError(f"phase-2 worker {index}: epoch {epoch}, {exc}") from None
+        if swag is not None and p2.swag_every is None:
+            swag.collect(model)
         history.append(epoch_record(epoch, stats, lr, time.perf_counter() - epoch_started))
         print(epoch_line(f"phase 2  worker {index}", history[-1], p2.epochs), flush=True)
         state = resumable_state(optimizer, scheduler, precision, history)
+        if swag is not None:
+            state["swag"] = swag.state_dict()
         save_resume_point(directory, epoch, {"model": model.state_dict(), **state})
         if events:
             events.epoch(history[-1], len(batches))
 
     result = finish(spec, index, model, splits, precision, directory, events)
+    if swag is not None:
+        saved = save_state_dict(swag.state_dict(), join(directory, SWAG_FILE))
+        result.update(swag=saved.location, swag_sha256=saved.sha256, swag_snapshots=swag.count)
     seconds = time.perf_counter() - started
     return {
         **result,
@@ -144,6 +163,19 @@ def finish(
         "checkpoint": saved.location,
         "sha256": saved.sha256,
     }
+
+
+def swag_moments(
+    spec: Spec, model: torch.nn.Module, device: torch.device, committed: dict[str, Any] | None
+) -> SwagMoments | None:
+    """The worker's SWAG statistics with `phase2.swag_rank` (None without): its committed ones
+    on a rerun, else new, once it is known that they fit in memory."""
+    if not spec.phase2.swag_rank:
+        return None
+    if committed is not None and "swag" in committed:
+        return SwagMoments.of(model, committed["swag"])
+    check_memory(model, spec.phase2.swag_rank, device)
+    return SwagMoments(model, spec.phase2.swag_rank)
 
 
 def phase2_batches(train: Dataset, spec: Spec, index: int) -> EpochBatches:

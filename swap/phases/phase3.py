@@ -32,12 +32,17 @@ def run_phase3(
             f"phase 2: {len(finished)} of {spec.phase2.workers} workers finished; "
             f"phase2.min_workers is {spec.phase2.min_workers}"
         )
+    swag = {
+        w["index"]: (w["swag"], w["swag_sha256"])
+        for w in workers
+        if w["status"] == "finished" and "swag" in w
+    }
     labels = metrics.Labels.of_run(spec.name, run_dir)
     metrics.set_phase(labels, 3)
     task = ray.remote(phase3_coordinator).options(**task_options(spec))
     started = time.perf_counter()
     try:
-        result = ray.get(task.remote(spec, data, finished, run_dir, phase1))
+        result = ray.get(task.remote(spec, data, finished, run_dir, phase1, swag))
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, JobFailed):
             raise exc.cause from None

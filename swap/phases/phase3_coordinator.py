@@ -24,6 +24,7 @@ from swap.models.registry import build_model
 from swap.rundir import MODEL_FILE, load_state_dict, save_state_dict, verify
 from swap.spec import Spec
 from swap.storage import join
+from swap.swag import SwagMoments, load_sample
 from swap.training import (
     EpochStats,
     Precision,
@@ -41,10 +42,12 @@ def phase3_coordinator(
     checkpoints: dict[int, tuple[str, str]],
     run_dir: str,
     phase1: str | None = None,
+    swag: dict[int, tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Combine the workers' `checkpoints` (index -> (path, sha256)) as `phase3.combine` says,
     refresh BN on the training set of `splits`, evaluate, and save the final model; `phase1`
-    (its weights) is evaluated beside them.
+    (its weights) is evaluated beside them, and with `phase3.swag_samples` the workers' SWAG
+    posteriors (`swag`: index -> (path, sha256) of their statistics).
 
     Every checkpoint is checked against the SHA-256 its worker recorded before anything is
     averaged: a missing, truncated or corrupted one is dropped (and named in `dropped`), never
@@ -58,7 +61,58 @@ def phase3_coordinator(
             f"checkpoint; phase2.min_workers is {spec.phase2.min_workers}"
         )
     combined = combine(spec, splits, good, join(run_dir, "final", MODEL_FILE), phase1)
+    if spec.phase3.swag_samples and swag:
+        posterior = multiswag(spec, splits, good, swag)
+        combined["models"] += posterior.pop("models")
+        combined.update(posterior)
     return {"dropped": dropped, **combined, "seconds": time.perf_counter() - started}
+
+
+def multiswag(
+    spec: Spec,
+    splits: Splits,
+    checkpoints: dict[int, str],
+    swag: dict[int, tuple[str, str]],
+) -> dict[str, Any]:
+    """SWAG and MultiSWAG (Wilson & Izmailov 2020): `phase3.swag_samples` models drawn from each
+    worker's posterior (swap.swag, scale 0.5), each BN-refreshed and scored; a worker's SWAG is
+    its draws' averaged predictions, MultiSWAG every worker's draws averaged. A worker whose
+    statistics do not match their SHA-256 is left out (named in `swag_dropped`)."""
+    started, device = time.perf_counter(), device_for(spec)
+    precision = precision_for(spec, device)
+    evaluation = Evaluation(spec, splits, device, precision)
+    models, dropped, everyone = [], {}, Ensemble()
+    for index in sorted(set(checkpoints) & set(swag)):
+        path, sha256 = swag[index]
+        try:
+            statistics = load_state_dict(path, sha256)
+        except SwapError as exc:
+            dropped[index] = str(exc)
+            continue
+        model = build_model(spec.model, splits.info)
+        model.load_state_dict(load_state_dict(checkpoints[index]))  # its buffers, for no refresh
+        model = to_memory_format(model.to(device), precision)
+        moments = SwagMoments.of(model, statistics)
+        alone = Ensemble()
+        for draw in range(spec.phase3.swag_samples):
+            generator = torch.Generator().manual_seed(
+                seeds.stream_seed(spec.seed, "phase3", "swag", index, draw)
+            )
+            load_sample(model, moments.sample(generator))
+            if spec.phase3.bn_refresh:
+                refresh(model, spec, splits, device, precision)
+            scores = evaluation.score(model)
+            alone.add(scores)
+            everyone.add(scores)
+        models.append(alone.record(f"swag worker {index}"))
+    if everyone.members:
+        models.append(everyone.record("multiswag"))
+    return {
+        "models": models,
+        "swag_samples": spec.phase3.swag_samples,
+        "swag_dropped": dropped,
+        "swag_seconds": time.perf_counter() - started,
+    }
 
 
 def combine(

@@ -253,6 +253,17 @@ class Phase2(Section):
     )
     max_retries: NonNegativeInt = field(2, "reruns of a worker whose process or node died")
     min_workers: PositiveInt = field(1, "phase 3 needs at least this many finished workers")
+    swag_rank: NonNegativeInt = field(
+        0, "SWAG: 0 off, or K >= 2 deviations kept ((K + 2) x model memory)"
+    )
+    swag_every: PositiveInt | None = field(None, "steps between SWAG snapshots (null: each epoch)")
+
+    @field_validator("swag_rank")
+    @classmethod
+    def _rank_off_or_two(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("must be 0 (off) or at least 2: the low-rank covariance needs two")
+        return value
 
     @field_validator("min_workers")
     @classmethod
@@ -273,6 +284,9 @@ class Phase3(Section):
         "uniform", "uniform: average every finished worker; greedy: a greedy soup on validation"
     )
     ensemble: StrictBool = field(False, "also evaluate the workers' averaged predictions")
+    swag_samples: NonNegativeInt = field(
+        0, "draws from each worker's SWAG posterior (needs phase2.swag_rank)"
+    )
 
 
 class Resources(Section):
@@ -364,6 +378,18 @@ class Spec(Section):
                 "cross_field",
                 "combine: greedy chooses workers by validation accuracy, and data.val_fraction "
                 "is 0 (no validation split; the test set is never used to choose)",
+            )
+        return value
+
+    @field_validator("phase3")
+    @classmethod
+    def _swag_samples_need_statistics(cls, value: Phase3, info: ValidationInfo) -> Phase3:
+        phase2 = info.data.get("phase2")
+        if value.swag_samples and phase2 is not None and phase2.swag_rank == 0:
+            raise PydanticCustomError(
+                "cross_field",
+                f"swag_samples {value.swag_samples} draws from the workers' SWAG statistics, "
+                "and phase2.swag_rank is 0 (none collected): set phase2.swag_rank, e.g. 20",
             )
         return value
 

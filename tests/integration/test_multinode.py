@@ -39,11 +39,11 @@ def wait_for_nodes(gcs_address: str, count: int, env: dict[str, str]) -> dict[st
 
 def test_phase2_spreads_over_nodes_and_survives_losing_one(tmp_path):
     """Two nodes of one CPU each, the run's storage a file:// URI both reach. A worker takes a
-    whole CPU, so phase 1's two ranks and phase 2's two workers run one per node (SPREAD alone
-    is Ray's best effort: in one CI run it put both 0.5-CPU workers on the head and nothing
-    reached the second node). SIGKILL the second node (its raylet and worker processes) while its worker trains:
-    that worker is rerun on the head from its last epoch, and the job finishes, every file in
-    the shared storage."""
+    whole CPU, so phase 1's two ranks and phase 2's two workers run one per node (SPREAD
+    alone is Ray's best effort: in one CI run it put both 0.5-CPU workers on the head and
+    nothing reached the second node). SIGKILL the second node (its raylet and worker
+    processes) while its worker trains: that worker is rerun on the head from its last epoch,
+    and the job finishes, every file (weights and SWAG statistics) in the shared storage."""
     shared = f"file://{tmp_path}/shared"
     with ray_head(num_cpus=1) as head:
         node = head.add_node(num_cpus=1, resources='{"tag_doomed": 1}')
@@ -56,6 +56,7 @@ def test_phase2_spreads_over_nodes_and_survives_losing_one(tmp_path):
                 [str(BIN / "swap"), "run", str(REPO / "configs" / "quickstart.yaml"),
                  "phase1.max_epochs=2", "phase2.workers=2", "phase2.epochs=10",
                  "phase2.batch_size=4", "resources.cpus_per_worker=1",
+                 "phase2.swag_rank=2", "phase3.swag_samples=1",
                  f"output.dir={shared}"],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
@@ -80,7 +81,8 @@ def test_phase2_spreads_over_nodes_and_survives_losing_one(tmp_path):
         results["phase3"]["model"],
         storage.join(results["phase1"]["checkpoint"], "model.pt"),
     ]
-    written += [w["checkpoint"] for w in workers]
+    written += [w["checkpoint"] for w in workers] + [w["swag"] for w in workers]
+    assert {m["model"] for m in results["phase3"]["models"]} >= {"multiswag", "swag worker 0"}
     for location in written:
         assert location.startswith(shared) and storage.exists(location)
 

@@ -35,15 +35,19 @@ def test_worker_is_a_function_of_its_seed(tmp_path):
     assert runs[0]["history"][0]["samples"] == 20 * 64
 
 
-def test_an_interrupted_worker_resumes_exactly(tmp_path):
-    spec = tiny_spec(tmp_path, phase2={"epochs": 3})
+def whole_and_resumed(spec, tmp_path) -> tuple[dict, dict]:
+    """Worker 0 run through (in tmp_path/a), and killed after epoch 2 then rerun (in b)."""
     weights, digest = phase1_weights(spec, tmp_path / "p1")
     splits = load_splits(spec.data)
     whole = phase2_worker(spec, 0, splits, weights, str(tmp_path / "a"), phase1_sha256=digest)
-
     with pytest.raises(Interrupt):
         phase2_worker(spec, 0, splits, weights, str(tmp_path / "b"), StopAfter(2), digest)
     resumed = phase2_worker(spec, 0, splits, weights, str(tmp_path / "b"), phase1_sha256=digest)
+    return whole, resumed
+
+
+def test_an_interrupted_worker_resumes_exactly(tmp_path):
+    whole, resumed = whole_and_resumed(tiny_spec(tmp_path, phase2={"epochs": 3}), tmp_path)
 
     assert resumed["resumed_from_epoch"] == 2 and whole["resumed_from_epoch"] == 0
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
@@ -73,3 +77,24 @@ def test_divergence_in_a_worker_names_worker_epoch_and_step(tmp_path):
         DivergenceError, match=r"phase-2 worker 1: epoch 1, non-finite loss at step \d+$"
     ):
         phase2_worker(spec, 1, splits, weights, str(tmp_path), phase1_sha256=digest)
+
+
+@pytest.mark.parametrize("every", [None, 7])
+def test_swag_statistics_resume_exactly_and_sit_beside_the_weights(tmp_path, every):
+    """Snapshots once per epoch, or every 7 steps (20 a epoch: across epoch ends), collected
+    from the worker's own weights and the same whether or not it was interrupted."""
+    spec = tiny_spec(tmp_path, phase2={"epochs": 3, "swag_rank": 2, "swag_every": every})
+    whole, resumed = whole_and_resumed(spec, tmp_path)
+
+    snapshots = 3 if every is None else 3 * 20 // 7
+    assert whole["swag_snapshots"] == resumed["swag_snapshots"] == snapshots
+    a, b = load_state_dict(whole["swag"], whole["swag_sha256"]), load_state_dict(resumed["swag"])
+    for key in a:
+        assert torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key])), key
+    assert a["deviations"].shape == (2, a["mean"].numel())
+    if every is None:  # the last snapshot is the final weights: its deviation is final - mean
+        final = swap.build_model(spec)
+        final.load_state_dict(load_state_dict(whole["checkpoint"]))
+        flat = torch.nn.utils.parameters_to_vector(final.parameters()).detach()
+        torch.testing.assert_close(a["deviations"][-1], flat - a["mean"])
+    assert (tmp_path / "b" / "phase2" / "worker-0" / "swag.pt").exists()

@@ -15,7 +15,8 @@ import swap
 from swap.data.registry import load_splits
 from swap.errors import JobFailed
 from swap.phases.phase3_coordinator import greedy_soup, phase3_coordinator
-from swap.rundir import MODEL_FILE, load_state_dict, save_state_dict
+from swap.rundir import MODEL_FILE, SWAG_FILE, load_state_dict, save_state_dict
+from swap.swag import SwagMoments
 
 from ..helpers import tiny_spec
 
@@ -127,3 +128,39 @@ def test_greedy_soup_and_ensemble_against_independent_computations(tmp_path):
     assert models["ensemble"]["test"]["accuracy"] == pytest.approx(correct, abs=1.5 / len(labels))
     for name, model in models.items():
         assert 0 <= model["test"]["ece"] <= 1 and model["test"]["count"] == len(labels), name
+
+
+def test_multiswag_with_one_draw_and_zero_covariance_is_the_ensemble_of_the_means(tmp_path):
+    """Statistics of a trajectory that never moved: each worker's posterior is a point, its one
+    draw is its weights, and MultiSWAG's predictions are the workers' ensemble's."""
+    spec = tiny_spec(
+        tmp_path,
+        phase2={"swag_rank": 2},
+        phase3={"bn_refresh": False, "ensemble": True, "swag_samples": 1},
+    )
+    checkpoints = worker_checkpoints(spec, tmp_path)
+    swag = {}
+    for index, (path, _) in checkpoints.items():
+        model = swap.build_model(spec)
+        model.load_state_dict(load_state_dict(path))
+        moments = SwagMoments(model, rank=2)
+        for _ in range(3):
+            moments.collect(model)
+        saved = save_state_dict(moments.state_dict(), tmp_path / f"w{index}" / SWAG_FILE)
+        swag[index] = (saved.location, saved.sha256)
+    Path(swag[2][0]).write_bytes(b"not statistics")  # a corrupted file costs only its own SWAG
+
+    result = phase3_coordinator(spec, load_splits(spec.data), checkpoints, str(tmp_path), swag=swag)
+    models = {m["model"]: m for m in result["models"]}
+    assert list(result["swag_dropped"]) == [2]
+    assert "swag worker 2" not in models
+    for index in (0, 1):
+        assert models[f"swag worker {index}"]["test"] == models[f"worker {index}"]["test"]
+    # This run's ensemble holds all three workers: the reference is the two-worker one.
+    spec_two = tiny_spec(tmp_path, phase3={"bn_refresh": False, "ensemble": True})
+    kept = {i: checkpoints[i] for i in (0, 1)}
+    plain = phase3_coordinator(spec_two, load_splits(spec.data), kept, str(tmp_path / "b"))
+    ensemble = {m["model"]: m for m in plain["models"]}["ensemble"]
+    for split in ("test", "val"):
+        for key in ("count", "accuracy", "nll", "ece", "brier"):
+            assert models["multiswag"][split][key] == pytest.approx(ensemble[split][key], 1e-12)
