@@ -62,7 +62,7 @@ class SwagMoments:
 
     def state_dict(self) -> dict[str, Any]:
         """On the CPU, for torch.save (weights_only loads it back)."""
-        deviations = torch.stack(self.deviations) if self.deviations else self.mean[:0][None]
+        deviations = torch.stack(self.deviations) if self.deviations else self.mean.new_zeros(0)
         return {
             "rank": self.rank,
             "count": self.count,
@@ -81,7 +81,7 @@ class SwagMoments:
         self.rank, self.count = state["rank"], state["count"]
         self.mean = state["mean"].to(device)
         self.sq_mean = state["sq_mean"].to(device)
-        self.deviations = [d.to(device) for d in state["deviations"] if d.numel()]
+        self.deviations = [d.to(device) for d in state["deviations"]]
 
     @classmethod
     def of(cls, model: nn.Module, state: dict[str, Any]) -> SwagMoments:

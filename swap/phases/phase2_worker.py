@@ -5,6 +5,7 @@ Run: placed by swap.phases.phase2.run_phase2, one Ray task per worker; each fail
 
 from __future__ import annotations
 
+import itertools
 import time
 from functools import partial
 from typing import Any, Protocol
@@ -90,12 +91,12 @@ def phase2_worker(
     resumed_from = len(history)
     swag = swag_moments(spec, model, device, committed)
     after_step = None
-    if swag is not None and p2.swag_every is not None:
-        steps = [len(history) * len(batches)]  # this worker's steps so far, resumed ones too
+    if swag is not None:
+        # Once per epoch is every len(batches) steps: training drops the partial last batch.
+        every, steps = p2.swag_every or len(batches), itertools.count(len(history) * len(batches))
 
         def after_step() -> None:
-            steps[0] += 1
-            if steps[0] % p2.swag_every == 0:
+            if (next(steps) + 1) % every == 0:
                 swag.collect(model)
 
     for epoch in range(len(history) + 1, p2.epochs + 1):
@@ -109,8 +110,6 @@ def phase2_worker(
                                 after_step=after_step)  # fmt: skip
         except DivergenceError as exc:
             raise DivergenceError(f"phase-2 worker {index}: epoch {epoch}, {exc}") from None
-        if swag is not None and p2.swag_every is None:
-            swag.collect(model)
         history.append(epoch_record(epoch, stats, lr, time.perf_counter() - epoch_started))
         print(epoch_line(f"phase 2  worker {index}", history[-1], p2.epochs), flush=True)
         state = resumable_state(optimizer, scheduler, precision, history)

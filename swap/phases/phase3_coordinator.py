@@ -89,9 +89,8 @@ def multiswag(
         except SwapError as exc:
             dropped[index] = str(exc)
             continue
-        model = build_model(spec.model, splits.info)
-        model.load_state_dict(load_state_dict(checkpoints[index]))  # its buffers, for no refresh
-        model = to_memory_format(model.to(device), precision)
+        # The worker's own weights: its BN buffers stand when phase3.bn_refresh is off.
+        model = model_of(spec, splits, load_state_dict(checkpoints[index]), device, precision)
         moments = SwagMoments.of(model, statistics)
         alone = Ensemble()
         for draw in range(spec.phase3.swag_samples):
@@ -138,9 +137,7 @@ def combine(
     models: list[dict[str, Any]] = []
 
     def build(state: dict[str, Any]) -> torch.nn.Module:
-        model = build_model(spec.model, splits.info)
-        model.load_state_dict(state)
-        return to_memory_format(model.to(device), precision)
+        return model_of(spec, splits, state, device, precision)
 
     def averaged(
         indices: list[int], score: bool = True
@@ -218,6 +215,19 @@ def combine(
         "model_bytes": final.size,
         "model_write_seconds": time.perf_counter() - saving,
     }
+
+
+def model_of(
+    spec: Spec,
+    splits: Splits,
+    state: dict[str, Any],
+    device: torch.device,
+    precision: Precision,
+) -> torch.nn.Module:
+    """The spec's model with the weights `state`, on `device` in `precision`'s memory format."""
+    model = build_model(spec.model, splits.info)
+    model.load_state_dict(state)
+    return to_memory_format(model.to(device), precision)
 
 
 def greedy_soup(
