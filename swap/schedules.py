@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 Multiplier = Callable[[int], float]
 
@@ -32,14 +35,47 @@ def constant(step: int, total_steps: int) -> float:
     return 1.0
 
 
-PHASE2_SCHEDULES: dict[str, Callable[[int, int], float]] = {
-    "cosine": cosine,
-    "constant": constant,
-}
+def cosine_to_floor(step: int, anneal_steps: int, floor: float) -> float:
+    """Half a cosine from 1 down to `floor` over `anneal_steps`, then `floor` for good: the SWA
+    schedule (torch.optim.swa_utils.SWALR's cosine anneal to its swa_lr), whose constant tail is
+    where SWAG collects its snapshots."""
+    if step >= anneal_steps:
+        return floor
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * step / anneal_steps))
+
+
+def phase2_multiplier(
+    schedule: str, total_steps: int, tail_start: int = 0, floor: float = 1.0
+) -> Multiplier:
+    """A phase-2 worker's LR multiplier over its `total_steps`: `cosine` to 0, `constant`, or
+    `swa`: cosine to `floor` (phase2.swa_lr / phase2.lr) by step `tail_start` (where SWAG
+    starts collecting), constant after."""
+    if schedule == "cosine":
+        return partial(cosine, total_steps=total_steps)
+    if schedule == "constant":
+        return partial(constant, total_steps=total_steps)
+    if schedule == "swa":
+        return partial(cosine_to_floor, anneal_steps=tail_start, floor=floor)
+    raise ValueError(f"unknown phase-2 schedule {schedule!r}")
+
+
+def first_snapshot_step(start: float, total_steps: int) -> int:
+    """The steps a phase-2 worker takes before SWAG collects: the first `start` (a fraction,
+    phase2.swag_start) of its `total_steps`, rounded to a whole step."""
+    return round(start * total_steps)
+
+
+def snapshot_steps(start: float, every: int, total_steps: int) -> list[int]:
+    """The steps (1-based counts of steps taken) after which SWAG takes a snapshot: every
+    `every`-th step of the worker's run that comes after its first `start` of them."""
+    first = first_snapshot_step(start, total_steps)
+    return [step for step in range(every, total_steps + 1, every) if step > first]
 
 
 def lambda_lr(optimizer: torch.optim.Optimizer, multiplier: Multiplier):
     """A per-step scheduler: the LR at step t is the base LR times `multiplier(t)`."""
+    import torch  # here: the spec's checks use this module's arithmetic without torch
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
 
 

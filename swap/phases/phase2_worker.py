@@ -27,7 +27,7 @@ from swap.rundir import (
     save_resume_point,
     save_state_dict,
 )
-from swap.schedules import PHASE2_SCHEDULES, lambda_lr
+from swap.schedules import first_snapshot_step, lambda_lr, phase2_multiplier
 from swap.spec import Spec
 from swap.storage import join
 from swap.swag import SwagMoments, check_memory
@@ -85,8 +85,10 @@ def phase2_worker(
     order = phase2_batches(splits.train, spec, index)
     batches = train_loader(splits.train, order, feed)
     optimizer = sgd(model, p2.lr, spec.phase2_momentum, spec.phase2_weight_decay)
-    schedule = partial(PHASE2_SCHEDULES[p2.schedule], total_steps=p2.epochs * len(batches))
-    scheduler = lambda_lr(optimizer, schedule)
+    total = p2.epochs * len(batches)
+    tail = first_snapshot_step(p2.swag_start, total)  # the swa schedule's tail starts there too
+    floor = p2.swa_lr / p2.lr if p2.swa_lr is not None else 1.0
+    scheduler = lambda_lr(optimizer, phase2_multiplier(p2.schedule, total, tail, floor))
     history = resume(committed, model, optimizer, scheduler, precision)
     resumed_from = len(history)
     swag = swag_moments(spec, model, device, committed)
@@ -95,8 +97,9 @@ def phase2_worker(
         # Once per epoch is every len(batches) steps: training drops the partial last batch.
         every, steps = p2.swag_every or len(batches), itertools.count(len(history) * len(batches))
 
-        def after_step() -> None:
-            if (next(steps) + 1) % every == 0:
+        def after_step() -> None:  # the steps swap.schedules.snapshot_steps lists
+            taken = next(steps) + 1
+            if taken > tail and taken % every == 0:
                 swag.collect(model)
 
     for epoch in range(len(history) + 1, p2.epochs + 1):

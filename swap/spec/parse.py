@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from swap.catalog import DATASETS, held_out
 from swap.errors import SpecError
+from swap.schedules import snapshot_steps
 from swap.spec.schema import Spec
 
 
@@ -75,6 +76,16 @@ def check_batch_sizes(spec: Spec, train_size: int, source: str) -> None:
         )
         if size > examples
     ]
+    p2 = spec.phase2
+    if p2.swag_rank and examples >= p2.batch_size:
+        steps = examples // p2.batch_size
+        total, every = steps * p2.epochs, p2.swag_every or steps
+        if not snapshot_steps(p2.swag_start, every, total):
+            problems.append(
+                f"{source}: phase2.swag_start: {p2.swag_start} of a worker's {total:,} steps "
+                f"leaves no SWAG snapshot (one every {every:,} steps); start earlier or take "
+                "snapshots more often (phase2.swag_every)"
+            )
     if problems:
         raise SpecError(problems)
 

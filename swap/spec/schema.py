@@ -248,8 +248,11 @@ class Phase2(Section):
     momentum: Fraction | None = field(None, "null: phase1.momentum")
     weight_decay: NonNegativeNumber | None = field(None, "null: phase1.weight_decay")
     epochs: PositiveInt = field(5, "epochs each worker trains")
-    schedule: Literal["cosine", "constant"] = field(
-        "cosine", "LR over a worker's steps: cosine (to 0) or constant"
+    schedule: Literal["cosine", "constant", "swa"] = field(
+        "cosine", "LR over a worker's steps: cosine (to 0), constant, or swa"
+    )
+    swa_lr: PositiveNumber | None = field(
+        None, "swa: cosine from lr down to this LR by swag_start, then constant"
     )
     max_retries: NonNegativeInt = field(2, "reruns of a worker whose process or node died")
     min_workers: PositiveInt = field(1, "phase 3 needs at least this many finished workers")
@@ -257,12 +260,34 @@ class Phase2(Section):
         0, "SWAG: 0 off, or K >= 2 deviations kept ((K + 2) x model memory)"
     )
     swag_every: PositiveInt | None = field(None, "steps between SWAG snapshots (null: each epoch)")
+    swag_start: Fraction = field(0.0, "share of a worker's steps before SWAG's first snapshot")
 
     @field_validator("swag_rank")
     @classmethod
     def _rank_off_or_two(cls, value: int) -> int:
         if value == 1:
             raise ValueError("must be 0 (off) or at least 2: the low-rank covariance needs two")
+        return value
+
+    @field_validator("swa_lr")
+    @classmethod
+    def _swa_schedule_only(cls, value: float | None, info: ValidationInfo) -> float | None:
+        schedule = info.data.get("schedule")
+        if value is None and schedule == "swa":
+            raise ValueError("required by phase2.schedule: swa (the LR of its constant tail)")
+        if value is not None and schedule not in (None, "swa"):
+            raise ValueError(f"only for phase2.schedule: swa (not {schedule})")
+        return value
+
+    @field_validator("swag_start")
+    @classmethod
+    def _starts_something(cls, value: float, info: ValidationInfo) -> float:
+        rank, schedule = info.data.get("swag_rank"), info.data.get("schedule")
+        if value and rank == 0 and schedule not in (None, "swa"):
+            raise ValueError(
+                "starts SWAG's snapshots (phase2.swag_rank is 0) or the swa schedule's tail "
+                f"(phase2.schedule is {schedule}): it would change nothing"
+            )
         return value
 
     @field_validator("min_workers")

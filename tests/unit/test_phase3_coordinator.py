@@ -14,11 +14,12 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 import swap
 from swap.data.registry import load_splits
 from swap.errors import JobFailed
+from swap.phases.phase2_worker import phase2_worker
 from swap.phases.phase3_coordinator import greedy_soup, phase3_coordinator
 from swap.rundir import MODEL_FILE, SWAG_FILE, load_state_dict, save_state_dict
 from swap.swag import SwagMoments
 
-from ..helpers import tiny_spec
+from ..helpers import phase1_weights, tiny_spec
 
 
 def worker_checkpoints(spec, run_dir: Path) -> dict[int, tuple[str, str]]:
@@ -164,3 +165,36 @@ def test_multiswag_with_one_draw_and_zero_covariance_is_the_ensemble_of_the_mean
     for split in ("test", "val"):
         for key in ("count", "accuracy", "nll", "ece", "brier"):
             assert models["multiswag"][split][key] == pytest.approx(ensemble[split][key], 1e-12)
+
+
+def test_swag_with_channels_last_and_a_constant_tail_through_a_worker_and_the_coordinator(
+    tmp_path,
+):
+    """NHWC weights (model.channels_last) through a real phase-2 worker collecting SWAG after
+    40% of its steps under the swa schedule, then phase 3 drawing from it: every draw loaded,
+    BN-refreshed and scored. 20 steps an epoch, 60 in all: snapshots after steps 40 and 60."""
+    spec = tiny_spec(
+        tmp_path,
+        model={"channels_last": True},
+        phase2={
+            "epochs": 3,
+            "swag_rank": 2,
+            "swag_start": 0.4,
+            "schedule": "swa",
+            "swa_lr": 0.01,
+        },  # fmt: skip
+        phase3={"swag_samples": 2},
+    )
+    splits = load_splits(spec.data)
+    weights, digest = phase1_weights(spec, tmp_path / "p1")
+    worker = phase2_worker(spec, 0, splits, weights, str(tmp_path), phase1_sha256=digest)
+    assert worker["swag_snapshots"] == 2
+    assert [h["lr"] for h in worker["history"]][2] == pytest.approx(0.01)  # the tail, from 24
+    result = phase3_coordinator(
+        spec, splits, {0: (worker["checkpoint"], worker["sha256"])}, str(tmp_path),
+        swag={0: (worker["swag"], worker["swag_sha256"])},
+    )  # fmt: skip
+    scored = {m["model"]: m["test"] for m in result["models"]}
+    assert result["swag_dropped"] == {}
+    assert scored["swag worker 0"]["count"] == scored["multiswag"]["count"] == len(splits.test)
+    assert scored["swag worker 0"]["accuracy"] > 0.5

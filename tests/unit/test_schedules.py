@@ -5,6 +5,7 @@ Run: pytest tests/unit/test_schedules.py
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import pytest
@@ -13,8 +14,11 @@ import torch
 from swap.schedules import (
     constant,
     cosine,
+    cosine_to_floor,
     lambda_lr,
     phase1_stop_reason,
+    phase2_multiplier,
+    snapshot_steps,
     warmup_linear_decay,
 )
 
@@ -45,6 +49,27 @@ def test_cosine_matches_torch_cosine_annealing():
 def test_cosine_and_constant_by_hand():
     assert cosine(0, 10) == 1.0 and cosine(5, 10) == pytest.approx(0.5) and cosine(10, 10) == 0.0
     assert constant(3, 10) == 1.0
+
+
+def test_the_swa_schedule_anneals_to_its_floor_then_holds_it():
+    """Cosine from 1 to floor 0.1 over 4 steps, then 0.1: by hand, and as SWALR's cosine
+    anneal lands (on swa_lr after its anneal steps, then constant)."""
+    f = phase2_multiplier("swa", total_steps=10, tail_start=4, floor=0.1)
+    expected = [1.0, 0.1 + 0.9 * (1 + math.cos(math.pi / 4)) / 2, 0.55,
+                0.1 + 0.9 * (1 + math.cos(3 * math.pi / 4)) / 2] + [0.1] * 6  # fmt: skip
+    assert [f(s) for s in range(10)] == pytest.approx(expected)
+    assert cosine_to_floor(0, anneal_steps=0, floor=0.2) == 0.2  # no anneal: the tail at once
+    assert phase2_multiplier("cosine", 10)(5) == cosine(5, 10)
+    assert phase2_multiplier("constant", 10)(9) == 1.0
+
+
+def test_snapshots_start_after_the_share_of_steps_and_keep_the_grid():
+    # 5 epochs of 20 steps, once per epoch: from the start, or after 40% (step 40).
+    assert snapshot_steps(0.0, 20, 100) == [20, 40, 60, 80, 100]
+    assert snapshot_steps(0.4, 20, 100) == [60, 80, 100]  # step 40 is the last before it
+    assert snapshot_steps(0.45, 7, 100) == [49, 56, 63, 70, 77, 84, 91, 98]
+    assert snapshot_steps(0.99, 20, 100) == [100]
+    assert snapshot_steps(0.999, 20, 100) == []  # rounds to all 100 steps: none after them
 
 
 @pytest.mark.parametrize(
