@@ -15,7 +15,7 @@ from swap.data.registry import prepare_data
 from swap.phases.phase1 import run_phase1
 from swap.phases.phase2 import run_phase2, start_phase2_processes
 from swap.phases.phase3 import run_phase3
-from swap.phases.placement import share_data
+from swap.phases.placement import check_gpus, share_data
 from swap.ray_session import connect_ray
 from swap.report import print_summary, write_report
 from swap.rundir import MODEL_FILE, open_run, save_results
@@ -33,6 +33,8 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
     started = time.perf_counter()
     # Built once, here: a missing file or a batch too large fails before a run directory or Ray.
     spec, splits = prepare_data(spec)
+    connect_ray()
+    check_gpus(spec, console)  # GPUs torch cannot use: named before a run directory exists
     run_dir, results = open_run(spec, resume)
     earlier_seconds = results.get("total_seconds", 0.0)
     console.print(f"[bold]swap[/] {spec.name}: run directory {run_dir}", soft_wrap=True)
@@ -43,7 +45,6 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
         save_results(run_dir, results)
 
     try:
-        connect_ray()
         console.print(metrics.scrape_hint(labels), soft_wrap=True)
         metrics.set_phase(labels, metrics.PENDING)
         data = share_data(splits)  # every process of the job reads it from Ray's object store

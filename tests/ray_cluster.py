@@ -92,9 +92,12 @@ def wait_for_jobs_api(head: Head, process: subprocess.Popen, seconds: float = 90
 
 
 @contextlib.contextmanager
-def ray_head(num_cpus: float = 2, resources: str | None = None) -> Iterator[Head]:
+def ray_head(
+    num_cpus: float = 2, resources: str | None = None, num_gpus: int = 0
+) -> Iterator[Head]:
     """A head node with the Jobs API, bound to 127.0.0.1, in its own short temp dir, with token
-    authentication on (as Ray 2.60 has it by default) and a token of its own."""
+    authentication on (as Ray 2.60 has it by default) and a token of its own. `num_gpus`:
+    logical GPUs, which Ray leases (CUDA_VISIBLE_DEVICES per task) with no GPU in the machine."""
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths are long
     token = secrets.token_hex(32)
     token_file = Path(temp_dir) / "auth_token"
@@ -116,6 +119,7 @@ def ray_head(num_cpus: float = 2, resources: str | None = None) -> Iterator[Head
         f"--dashboard-port={dashboard_port}",
         f"--ray-client-server-port={free_port()}",
         f"--num-cpus={num_cpus}",
+        f"--num-gpus={num_gpus}",
         f"--temp-dir={temp_dir}",
         *node_ports(),
     ]

@@ -18,7 +18,7 @@ from swap import metrics, seeds, storage
 from swap.data.common import Splits
 from swap.models.registry import build_model
 from swap.phases.phase2_worker import phase2_worker
-from swap.phases.placement import concurrent_slots, task_options, throughput
+from swap.phases.placement import concurrent_slots, remote_task, throughput
 from swap.rundir import RESULT, attempts_record, phase2_dir, read_json, record_attempt, write_json
 from swap.spec import Spec
 from swap.storage import join
@@ -34,7 +34,12 @@ def start_phase2_processes(spec: Spec, data: ObjectRef) -> list[ObjectRef]:
     before starting a new one. On the local Ray swap starts, idle processes are kept
     (RAY_num_workers_soft_limit in swap.ray_session); on a cluster whose raylets reap idle
     workers sooner, phase 2 starts cold, as it would without this.
+
+    Not with GPUs: every GPU task starts in a fresh process of its own (placement.remote_task),
+    so a warmed CPU process would never be used, only idle beside the job.
     """
+    if spec.resources.use_gpu:
+        return []
     slots = concurrent_slots(spec, spec.phase2.workers)
     warm = ray.remote(warm_up).options(
         num_cpus=0, scheduling_strategy=spec.resources.phase2_scheduling
@@ -69,13 +74,13 @@ def run_phase2(
     if warmed:  # their processes idle, ready to be reused, before any task asks for one
         ray.wait(list(warmed), num_returns=len(warmed))
     workers = finished_earlier(spec, run_dir, console)
-    options = {
-        **task_options(spec),
-        "scheduling_strategy": spec.resources.phase2_scheduling,
-        "max_retries": spec.phase2.max_retries,
-        "retry_exceptions": [OSError],  # storage hiccups; not divergence, not bugs
-    }
-    task = ray.remote(phase2_task).options(**options)
+    task = remote_task(
+        phase2_task,
+        spec,
+        scheduling_strategy=spec.resources.phase2_scheduling,
+        max_retries=spec.phase2.max_retries,
+        retry_exceptions=[OSError],  # storage hiccups; not divergence, not bugs
+    )
     pending = {
         task.remote(spec, index, data, phase1_weights, run_dir, phase1_sha256): index
         for index in range(spec.phase2.workers)

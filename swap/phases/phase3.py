@@ -14,7 +14,7 @@ from ray import ObjectRef
 from swap import metrics
 from swap.errors import JobFailed
 from swap.phases.phase3_coordinator import phase3_coordinator
-from swap.phases.placement import task_options
+from swap.phases.placement import remote_task
 from swap.spec import Spec
 
 
@@ -22,8 +22,8 @@ def run_phase3(
     spec: Spec, run_dir: str, data: ObjectRef, workers: list[dict[str, Any]], phase1: str
 ) -> dict[str, Any]:
     """Combine the finished workers (phase 2's `workers` records) into `final/model.pt`, on the
-    job's `data`, and evaluate them beside the `phase1` weights. The task lands in an idle
-    phase-2 process, its imports and data read."""
+    job's `data`, and evaluate them beside the `phase1` weights. On CPUs the task lands in an
+    idle phase-2 process, its imports and data read; on a GPU, in a fresh process."""
     finished = {
         w["index"]: (w["checkpoint"], w["sha256"]) for w in workers if w["status"] == "finished"
     }
@@ -39,7 +39,7 @@ def run_phase3(
     }
     labels = metrics.Labels.of_run(spec.name, run_dir)
     metrics.set_phase(labels, 3)
-    task = ray.remote(phase3_coordinator).options(**task_options(spec))
+    task = remote_task(phase3_coordinator, spec)
     started = time.perf_counter()
     try:
         result = ray.get(task.remote(spec, data, finished, run_dir, phase1, swag))

@@ -1,15 +1,20 @@
-"""What the three phases' placements share: the job's data in Ray's object store, and what a
-worker of each phase asks Ray for.
+"""What the three phases' placements share: the job's data in Ray's object store, what a worker
+of each phase asks Ray for, the one builder of phase-2 and phase-3 tasks, and the GPU check.
 
 Run: python -c "from swap.phases.placement import worker_resources; help(worker_resources)"
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray.remote_function import RemoteFunction
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from rich.console import Console
 
 from swap.data.common import Splits
 from swap.errors import SwapError
@@ -39,15 +44,91 @@ def worker_resources(spec: Spec, phase: int = 2) -> dict[str, float]:
     return {"CPU": r.cpus_per_worker, **gpu, **r.custom}
 
 
-def task_options(spec: Spec) -> dict[str, Any]:
-    """Ray task options for phase-2 workers and the phase-3 coordinator."""
+def remote_task(function: Callable[..., Any], spec: Spec, **options: Any) -> RemoteFunction:
+    """`function` as a Ray task that asks for what a phase-2 worker or the coordinator needs
+    (`worker_resources`), with `options` (scheduling, retries; none by default): the one place
+    every phase-2 and phase-3 task is built.
+
+    A GPU task runs in a process of its own that exits after it (`max_calls=1`). CUDA binds a
+    process to the devices in its CUDA_VISIBLE_DEVICES when it first initializes, and keeps its
+    context and cached memory until the process exits: a task leased GPU 1 in a process that
+    first ran on GPU 0 would train on GPU 0, beside another worker. Ray makes GPU tasks
+    single-use only when `num_gpus` is given to `ray.remote` itself, not to `.options()`
+    (ray-project/ray#29624), so both are given here, together.
+    """
     resources = worker_resources(spec)
-    return {
+    settings = {
         "max_retries": 0,
         "num_cpus": resources.pop("CPU"),
         "num_gpus": resources.pop("GPU", 0),
         "resources": resources,
+        **options,
     }
+    if settings["num_gpus"]:
+        settings["max_calls"] = 1
+    return ray.remote(**settings)(function)
+
+
+def check_gpus(spec: Spec, console: Console) -> None:
+    """With `resources.use_gpu`, check on every node that advertises GPUs to Ray that torch
+    there can use them, before any work is placed: a node whose torch sees no CUDA device (a
+    CPU build of torch, no driver) or fewer devices than Ray hands out is a SwapError naming
+    `resources.use_gpu` and the node, and so is a local Ray without GPUs. A cluster (RAY_ADDRESS)
+    with no GPU node yet is only warned about: an autoscaler may add them, and Ray queues the
+    work until it does."""
+    if not spec.resources.use_gpu:
+        return
+    nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU", 0) > 0]
+    if not nodes and not os.environ.get("RAY_ADDRESS"):  # a local Ray: no autoscaler
+        raise SwapError(
+            "resources.use_gpu: this machine has no GPU Ray can use (set resources.use_gpu: "
+            "false, or run on a cluster with GPUs: RAY_ADDRESS)"
+        )
+    if not nodes:
+        console.print(
+            "[yellow]resources.use_gpu: no node of this Ray cluster has a GPU now; the work "
+            "waits until one joins[/]",
+            soft_wrap=True,
+        )
+        return
+    probe = ray.remote(num_cpus=0, max_calls=1)(cuda_devices)
+    pending = {
+        probe.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ).remote(): node
+        for node in nodes
+    }
+    ready, late = ray.wait(list(pending), num_returns=len(pending), timeout=GPU_CHECK_SECONDS)
+    problems = [
+        f"resources.use_gpu: node {_node(pending[ref])} did not answer within "
+        f"{GPU_CHECK_SECONDS} s whether torch sees its GPUs"
+        for ref in late
+    ]
+    for ref in ready:
+        node, seen = pending[ref], ray.get(ref)
+        advertised = int(node["Resources"]["GPU"])
+        if seen < advertised:
+            what = "no CUDA device" if seen == 0 else f"only {seen} CUDA device(s)"
+            problems.append(
+                f"resources.use_gpu: node {_node(node)} offers Ray {advertised} GPU(s), but "
+                f"torch there sees {what} (a CPU build of torch, or no NVIDIA driver?)"
+            )
+    if problems:
+        raise SwapError("\n".join(problems))
+
+
+GPU_CHECK_SECONDS = 120  # a fresh process on each GPU node importing torch
+
+
+def cuda_devices() -> int:
+    """How many CUDA devices torch sees in this process (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _node(node: dict[str, Any]) -> str:
+    return f"{node['NodeManagerAddress']} ({node['NodeID'][:12]})"
 
 
 def concurrent_slots(spec: Spec, wanted: int) -> int:
