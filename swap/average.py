@@ -11,6 +11,7 @@ refresh and evaluation run in this process, with as many torch threads as phase 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,7 +26,9 @@ from swap.spec import Spec
 AVERAGE_DIR = "average"  # swap average RUN_DIR writes RUN_DIR/average/model.pt by default
 
 
-def average_run(run_dir: str, out: str | None) -> dict[str, Any]:
+def average_run(
+    run_dir: str, out: str | None, warn: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Phase 3 of a finished run again, on the workers it averaged (their SHA-256 checked):
     the result's `same_as_final` says whether it equals the run's final/model.pt."""
     run_dir = storage.absolute(run_dir)
@@ -47,13 +50,17 @@ def average_run(run_dir: str, out: str | None) -> dict[str, Any]:
     out = out or storage.join(run_dir, AVERAGE_DIR, MODEL_FILE)
     checkpoints = {i: records[i]["checkpoint"] for i in candidates}
     phase1 = storage.join(results["phase1"]["checkpoint"], MODEL_FILE)
-    result = average_checkpoints(spec, checkpoints, out, phase1)
+    result = average_checkpoints(spec, checkpoints, out, phase1, warn)
     result["same_as_final"] = result["sha256"] == p3["sha256"]
     return result
 
 
 def average_checkpoints(
-    spec: Spec, checkpoints: dict[int, str], out: str, phase1: str | None = None
+    spec: Spec,
+    checkpoints: dict[int, str],
+    out: str,
+    phase1: str | None = None,
+    warn: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """`checkpoints` (index -> path or URI) combined for `spec`'s model as phase 3 does
     (`phase3.combine`, `bn_refresh`, `ensemble`), evaluated on its data, saved to `out`.
@@ -64,6 +71,7 @@ def average_checkpoints(
     if storage.absolute(out) in {storage.absolute(c) for c in checkpoints.values()}:
         raise SwapError(f"-o {out}: is one of the checkpoints; it would be overwritten")
     spec, splits = prepare_data(spec)
+    spec = on_this_machine(spec, warn)
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))  # as phase 3's task
     try:
         return combine(spec, splits, checkpoints, out, phase1)
@@ -72,6 +80,19 @@ def average_checkpoints(
     except RuntimeError as exc:  # load_state_dict: keys or shapes of another model
         first = str(exc).splitlines()[0].rstrip(":")
         raise SwapError(f"checkpoints do not fit model.arch {spec.model.arch}: {first}") from None
+
+
+def on_this_machine(spec: Spec, warn: Callable[[str], None]) -> Spec:
+    """`spec` to evaluate here: a run made on GPUs (resources.use_gpu) is averaged on the CPU,
+    in float32, when this machine has no GPU torch can use, and `warn` says so in one line."""
+    if not spec.resources.use_gpu or torch.cuda.is_available():
+        return spec
+    warn(
+        "swap average: the run trained on GPUs (resources.use_gpu) and torch sees none here: "
+        "averaging on the CPU in float32; the result may differ from the run's in the last bits"
+    )
+    resources = spec.resources.model_copy(update={"use_gpu": False, "amp": "none"})
+    return spec.model_copy(update={"resources": resources})
 
 
 def _name_checkpoint(message: str, checkpoints: list[str]) -> str:

@@ -7,8 +7,10 @@ into BINS equal-width bins [0, 1/15), [1/15, 2/15), ..., [14/15, 1] (the last on
 confidence of exactly 1.0 is counted); the share-weighted mean over bins of |accuracy - mean
 confidence|. Brier score: the mean over examples of the squared distance between the predicted
 distribution and the one-hot label, summed over classes (Brier 1950; 0 is perfect, 2 the
-worst). NLL: the mean of -log p(label). Written here (a few lines of torch) rather than taken
-from torchmetrics, whose binning of a confidence of exactly 1.0 this would also have to test.
+worst). NLL: the mean of -log p(label), from log-probabilities (a model's log-softmax), so an
+overconfident mistake counts in full: a probability clamped before its log would cap each
+example's NLL (at 27.6 for 1e-12). Written here (a few lines of torch) rather than taken from
+torchmetrics, whose binning of a confidence of exactly 1.0 this would also have to test.
 """
 
 from __future__ import annotations
@@ -19,21 +21,21 @@ import torch
 from torch import Tensor
 
 BINS = 15
-TINY = 1e-12  # log(0) guard: a probability of exactly 0 for the label counts as 1e-12
 
 
-def quality(probabilities: Tensor, targets: Tensor) -> dict[str, Any]:
-    """The four numbers for `probabilities` (N x classes, rows summing to 1) against integer
-    `targets` (N), and the reliability diagram's bins: per bin its examples, mean confidence
-    and accuracy (None for an empty bin). Computed in float64."""
-    p = probabilities.detach().double().cpu()
+def quality(log_probabilities: Tensor, targets: Tensor) -> dict[str, Any]:
+    """The four numbers for `log_probabilities` (N x classes, each row's exp summing to 1: a
+    log-softmax) against integer `targets` (N), and the reliability diagram's bins: per bin its
+    examples, mean confidence and accuracy (None for an empty bin). Computed in float64."""
+    log_p = log_probabilities.detach().double().cpu()
+    p = log_p.exp()
     y = targets.detach().long().cpu()
     n = len(y)
     if n == 0:
         return {"count": 0}
     confidence, predicted = p.max(dim=1)
     correct = (predicted == y).double()
-    chosen = p[torch.arange(n), y]
+    chosen = log_p[torch.arange(n), y]
     one_hot = torch.nn.functional.one_hot(y, p.shape[1]).double()
     which = torch.clamp((confidence * BINS).floor().long(), max=BINS - 1)  # 1.0: the last bin
     counts = torch.bincount(which, minlength=BINS).double()
@@ -43,7 +45,7 @@ def quality(probabilities: Tensor, targets: Tensor) -> dict[str, Any]:
     return {
         "count": n,
         "accuracy": correct.mean().item(),
-        "nll": -chosen.clamp_min(TINY).log().mean().item(),
+        "nll": -chosen.mean().item(),
         "ece": ece.item(),
         "brier": ((p - one_hot) ** 2).sum(dim=1).mean().item(),
         "bins": [

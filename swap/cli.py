@@ -272,11 +272,12 @@ def average_command(args: argparse.Namespace) -> int:
         result = average.average_checkpoints(spec, files, args.output)
         what, note = f"{len(checkpoints)} checkpoints", ""
     val = result["val_accuracy"]
+    before = result["test_accuracy_before_bn"] if result["bn_batches"] else None
     console.print(
         f"averaged {what}: test acc {result['test_accuracy']:.2%}"
         + (f", val acc {val:.2%}" if val is not None else "")
-        + f" (before the BN refresh {result['test_accuracy_before_bn']:.2%}); saved "
-        f"{result['model']} (sha256 {result['sha256'][:12]}...){note}",
+        + (f" (before the BN refresh {before:.2%})" if before is not None else "")
+        + f"; saved {result['model']} (sha256 {result['sha256'][:12]}...){note}",
         soft_wrap=True,
     )
     return 0

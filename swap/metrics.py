@@ -103,7 +103,7 @@ BN_REFRESH_SECONDS = Metric(
 FINAL_TEST_ACCURACY = Metric(
     "swap_final_test_accuracy",
     "gauge",
-    "Test accuracy of the final averaged, BN-refreshed model (0-1)",
+    "Test accuracy of the final averaged model, BatchNorm refreshed unless turned off (0-1)",
     RUN_LABELS,
 )
 # Phase 3's scores of every model it evaluates (worker label: "phase 1", "worker 0", ...,

@@ -66,8 +66,9 @@ def summary_table(results: dict[str, Any]) -> Table:
         table.add_row("phase 2 · wall clock", "", "", "", "", _s(p2), end_section=True)
     if p3:
         n = len(p3["averaged_workers"])
-        before, val_before = p3["test_accuracy_before_bn"], p3["val_accuracy_before_bn"]
-        table.add_row(f"average of {n} · before BN refresh", _pct(before), _pct(val_before))
+        if bn_refreshed(p3):
+            before, val_before = p3["test_accuracy_before_bn"], p3["val_accuracy_before_bn"]
+            table.add_row(f"average of {n} · before BN refresh", _pct(before), _pct(val_before))
         greedy = p3.get("combine") == "greedy"
         if greedy:
             uniform = scored.get("uniform average", {})
@@ -100,6 +101,12 @@ def summary_table(results: dict[str, Any]) -> Table:
                     _pct(_val(p3, name)), *calibration(name), seconds,
                 )  # fmt: skip
     return table
+
+
+def bn_refreshed(p3: dict[str, Any]) -> bool:
+    """Whether phase 3 refreshed BatchNorm statistics (not with phase3.bn_refresh: false, nor
+    for a model without BatchNorm): only then is there an average "before" it."""
+    return bool(p3.get("bn_batches"))
 
 
 def _val(p3: dict[str, Any], name: str) -> float | None:
@@ -220,7 +227,7 @@ def accuracy_bars(results: dict[str, Any]) -> list[tuple[str, float, str]]:
             bars.append((f"worker {w['index']}", w["test_accuracy"], worker_color(w["index"])))
     p3 = results.get("phase3")
     if p3:
-        if p3.get("test_accuracy_before_bn") is not None:
+        if bn_refreshed(p3) and p3.get("test_accuracy_before_bn") is not None:
             bars.append(("average\nbefore BN", p3["test_accuracy_before_bn"], "darkgray"))
         bars.append(("average\n(SWAP)", p3["test_accuracy"], AVERAGE_COLOR))
     return bars

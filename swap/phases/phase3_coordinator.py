@@ -6,6 +6,7 @@ Run: placed by swap.phases.phase3.run_phase3 as one Ray task (the coordinator). 
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -259,10 +260,10 @@ def greedy_soup(
 
 @dataclass
 class Score:
-    """One model on one split: evaluate's statistics and the predicted probabilities."""
+    """One model on one split: evaluate's statistics and the predicted log-probabilities."""
 
     stats: EpochStats
-    probabilities: torch.Tensor  # N x classes, float64 on the CPU
+    log_probabilities: torch.Tensor  # N x classes, float64 on the CPU (a log-softmax)
     targets: torch.Tensor
 
     @property
@@ -289,35 +290,38 @@ class Scores:
         """results.json's entry for this model: its quality on each split."""
         return {
             "model": name,
-            "test": quality(self.test.probabilities, self.test.targets),
-            "val": quality(self.val.probabilities, self.val.targets),
+            "test": quality(self.test.log_probabilities, self.test.targets),
+            "val": quality(self.val.log_probabilities, self.val.targets),
         }
 
 
 class Ensemble:
     """The workers' predicted probabilities summed example by example, one worker at a time
-    (never all W held), then averaged: the ensemble's scores."""
+    (never all W held), then averaged: the ensemble's scores. Summed as log-probabilities
+    (log-sum-exp), so the ensemble's NLL is exact however small a member's probability."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
+        self.log_sums: dict[str, torch.Tensor] = {}
         self.targets: dict[str, torch.Tensor] = {}
         self.members = 0
 
     def add(self, scores: Scores) -> None:
         self.members += 1
         for split, score in (("test", scores.test), ("val", scores.val)):
-            if split in self.sums:
-                self.sums[split] += score.probabilities
+            if split in self.log_sums:
+                self.log_sums[split] = torch.logaddexp(self.log_sums[split],
+                                                       score.log_probabilities)  # fmt: skip
             else:
-                self.sums[split] = score.probabilities.clone()
+                self.log_sums[split] = score.log_probabilities.clone()
                 self.targets[split] = score.targets
 
     def record(self, name: str) -> dict[str, Any]:
         """results.json's entry for the ensemble: the averaged probabilities' quality."""
+        log_members = math.log(self.members)
         return {
             "model": name,
             **{
-                split: quality(self.sums[split] / self.members, self.targets[split])
+                split: quality(self.log_sums[split] - log_members, self.targets[split])
                 for split in ("test", "val")
             },
         }
@@ -353,8 +357,8 @@ class Evaluation:
             model, batches, self.device, self.precision, self.splits.batch_transform
         )
         self.seconds += time.perf_counter() - started
-        probabilities = torch.softmax(logits.double(), dim=1) if len(targets) else logits.double()
-        return Score(stats, probabilities, targets)
+        logits = logits.double()
+        return Score(stats, torch.log_softmax(logits, dim=1) if len(targets) else logits, targets)
 
 
 def refresh(

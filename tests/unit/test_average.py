@@ -47,6 +47,24 @@ def test_average_with_a_spec_is_the_mean_of_the_files(spec_file, tmp_path, capsy
             assert torch.equal(value, mean), key
     printed = capsys.readouterr().out
     assert "averaged 2 checkpoints: test acc" in printed and str(out) in printed
+    assert "BN refresh" not in printed  # phase3.bn_refresh=false: there is no "before" it
+
+
+def test_a_gpu_run_is_averaged_on_the_cpu_of_a_machine_without_one(
+    spec_file, tmp_path, capsys, monkeypatch
+):
+    """A run made with resources.use_gpu (and fp16) is averaged here in float32, saying so in
+    one line: the same model as a CPU spec gives, not a crash on a missing CUDA."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    a, b = checkpoints(spec_file)
+    gpu, cpu = tmp_path / "gpu.pt", tmp_path / "cpu.pt"
+    common = ["average", "--spec", str(spec_file), a, b]
+    assert main([*common, "resources.use_gpu=true", "resources.amp=fp16", "-o", str(gpu)]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert main([*common, "-o", str(cpu)]) == 0
+    notes = [line for line in said if "resources.use_gpu" in line]
+    assert len(notes) == 1 and "averaging on the CPU in float32" in notes[0], said
+    assert gpu.read_bytes() == cpu.read_bytes()
 
 
 def test_the_bn_refresh_changes_only_batchnorm_statistics(spec_file, tmp_path):

@@ -22,9 +22,9 @@ HAND = [
 
 
 def test_quality_matches_a_hand_computation():
-    probabilities = torch.tensor([p for p, _ in HAND])
+    probabilities = torch.tensor([p for p, _ in HAND], dtype=torch.float64)
     targets = torch.tensor([y for _, y in HAND])
-    got = quality(probabilities, targets)
+    got = quality(probabilities.log(), targets)
     assert got["count"] == 4 and got["accuracy"] == 0.5
     # One example per bin: |accuracy - confidence| = 0, 0.6, 0.3, 0.55, each weighted 1/4.
     assert got["ece"] == pytest.approx((0 + 0.6 + 0.3 + 0.55) / 4)
@@ -40,16 +40,26 @@ def test_quality_matches_a_hand_computation():
 
 
 def test_a_confidence_of_exactly_one_is_counted_in_the_last_bin():
-    probabilities = torch.tensor([[0.0, 1.0, 0.0]] * 3)
-    got = quality(probabilities, torch.tensor([1, 1, 0]))  # one confident mistake
+    logits = torch.tensor([[0.0, 40.0, 0.0]] * 3, dtype=torch.float64)
+    assert logits.softmax(1).max().item() == 1.0  # 1 - 8.5e-18 rounds to 1 in float64
+    got = quality(logits.log_softmax(1), torch.tensor([1, 1, 0]))  # one confident mistake
     assert got["bins"][BINS - 1]["count"] == 3
     assert got["ece"] == pytest.approx(1 / 3)  # accuracy 2/3 at confidence 1
-    assert got["nll"] == pytest.approx(-math.log(1e-12) / 3)  # p(label) = 0, guarded
+
+
+def test_an_overconfident_mistake_counts_in_full_in_the_nll():
+    """-log p(label) from the log-softmax: 40 + log(1 + 2 e^-40) for the mistake, not a value
+    capped by a clamped probability (27.6 at 1e-12)."""
+    logits = torch.tensor([[0.0, 40.0, 0.0], [0.0, 100.0, 0.0]], dtype=torch.float64)
+    got = quality(logits.log_softmax(1), torch.tensor([1, 0]))
+    right = math.log1p(2 * math.exp(-40))
+    wrong = 100 + math.log1p(2 * math.exp(-100))
+    assert got["nll"] == pytest.approx((right + wrong) / 2, rel=1e-12)
 
 
 def test_a_perfect_and_a_uniform_predictor():
-    perfect = quality(torch.eye(4), torch.arange(4))
+    perfect = quality(torch.eye(4, dtype=torch.float64).log(), torch.arange(4))
     assert (perfect["accuracy"], perfect["ece"], perfect["brier"], perfect["nll"]) == (1, 0, 0, 0)
-    uniform = quality(torch.full((6, 3), 1 / 3), torch.tensor([0, 1, 2, 0, 1, 2]))
+    uniform = quality(torch.full((6, 3), 1 / 3).log(), torch.tensor([0, 1, 2, 0, 1, 2]))
     assert uniform["nll"] == pytest.approx(math.log(3))
     assert uniform["brier"] == pytest.approx((2 / 3) ** 2 + 2 * (1 / 3) ** 2)

@@ -78,6 +78,7 @@ def results(run_dir: Path) -> dict:
             "test_accuracy": 0.9806,
             "test_loss": 0.07,
             "val_accuracy": 0.9861,
+            "bn_batches": 6,
             "seconds": 0.4,
         },
         "total_seconds": 25.0,
@@ -122,6 +123,17 @@ def test_bars_follow_the_table(tmp_path):
         ("average\nbefore BN", 0.9750),
         ("average\n(SWAP)", 0.9806),
     ]
+
+
+def test_without_a_bn_refresh_there_is_no_average_before_it(tmp_path, capsys):
+    """phase3.bn_refresh: false (bn_batches 0): no "before BN refresh" row or bar."""
+    content = results(tmp_path)
+    content["phase3"].update(bn_batches=0, test_accuracy_before_bn=0.9806)
+    run_dir = write_run(tmp_path, content)
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "98.06%" in out and "before BN" not in out
+    assert [label for label, _, _ in accuracy_bars(content)][-2:] == ["worker 2", "average\n(SWAP)"]
 
 
 def test_a_run_that_stopped_in_phase_2_still_gets_its_plots(tmp_path, capsys):
