@@ -52,6 +52,24 @@ def test_equals_update_bn_on_the_same_loader():
     assert bn_buffers(ours)["1.running_mean"].abs().max() > 0.1
 
 
+def test_statistics_far_from_the_defaults_are_replaced_not_blended():
+    """A model whose BN statistics are not at their defaults, as an average of trained workers
+    has: the refresh gives what update_bn gives, nothing of the old statistics left."""
+    ours = net()
+    for index, layer in enumerate(
+        m for m in ours.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ):
+        layer.running_mean.fill_(5.0 + index)
+        layer.running_var.fill_(40.0)
+        layer.num_batches_tracked.fill_(1000)
+    theirs = copy.deepcopy(ours)
+    loader = DataLoader(data(), batch_size=16)
+    refresh_bn(ours, loader)
+    update_bn(loader, theirs)
+    assert_same_buffers(ours, theirs)
+    assert bn_buffers(ours)["1.num_batches_tracked"].item() == 5
+
+
 def test_tensor_tuple_and_dict_batches_give_the_same_statistics():
     images = data().tensors[0]
     by_tensor, by_tuple, by_dict = net(), net(), net()

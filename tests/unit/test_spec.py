@@ -7,13 +7,17 @@ Run: pytest tests/unit/test_spec.py
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, get_args, get_origin, get_type_hints
 
+import annotated_types
 import pytest
 import yaml
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from swap.cli import main
 from swap.errors import SpecError
-from swap.spec import apply_overrides, load_spec
+from swap.spec import Spec, apply_overrides, load_spec
 
 from .. import fake_data as fd
 from ..helpers import REPO
@@ -67,7 +71,15 @@ def test_resolved_spec_round_trips(tmp_path):
         ("name: x\n", ["phase1.lr=fast"], "s.yaml: phase1.lr: expected a number (got 'fast')"),
         ("name: x\n", ["phase1.lr=true"], "s.yaml: phase1.lr: expected a number, not a boolean"),
         ("name: x\n", ["phase2.workers=2.5"], "s.yaml: phase2.workers: must be a valid integer"),
-        ("name: x\n", ["phase2.schedule=step"], "phase2.schedule: must be 'cosine' or 'constant'"),
+        ("name: x\n", ["phase2.schedule=step"], "phase2.schedule: must be 'cosine', 'constant' o"),
+        ("name: x\n", ["phase2.schedule=swa"], "phase2.swa_lr: required by phase2.schedule: swa"),
+        ("name: x\n", ["phase2.swa_lr=0.01"], "phase2.swa_lr: only for phase2.schedule: swa"),
+        ("name: x\n", ["phase2.swag_start=0.5"], "phase2.swag_start: starts SWAG's snapshots"),
+        (
+            "name: x\n",
+            ["phase2.swag_rank=2", "phase2.swag_start=0.999"],
+            "phase2.swag_start: 0.999 of a worker's 200 steps leaves no SWAG snapshot",
+        ),
         ("name: x\n", ["phase1.workers=3"], "phase1.batch_size: must be divisible by phase1.wor"),
         ("name: ../etc\n", [], "s.yaml: name: must be a safe file name"),
         ("seed: 1\n", [], "s.yaml: name: required field is missing"),
@@ -208,3 +220,69 @@ def test_run_with_class_folders_that_differ_exits_2(tmp_path, capsys):
     assert code == 2
     assert "swap: error: data.test_dir: its class folders differ" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def bounds(annotation) -> list:
+    """The numeric bounds (annotated_types Gt, Ge, Lt, Le) anywhere in a field's annotation:
+    through Annotated, pydantic's Field(...) inside it, Optional and dict values."""
+    if get_origin(annotation) is Annotated:
+        base, *metadata = get_args(annotation)
+        found = bounds(base)
+        for item in metadata:
+            if isinstance(item, FieldInfo):
+                found += [m for m in item.metadata if isinstance(m, BOUNDS)]
+            elif isinstance(item, BOUNDS):
+                found.append(item)
+        return found
+    return [b for arg in get_args(annotation) for b in bounds(arg)]
+
+
+BOUNDS = (annotated_types.Gt, annotated_types.Ge, annotated_types.Lt, annotated_types.Le)
+
+
+def out_of_bounds(bound) -> list[float]:
+    """Values just outside `bound`, and well outside."""
+    if isinstance(bound, annotated_types.Gt):
+        return [bound.gt, bound.gt - 1]
+    if isinstance(bound, annotated_types.Ge):
+        return [bound.ge - 1, bound.ge - 0.5]
+    if isinstance(bound, annotated_types.Lt):
+        return [bound.lt, bound.lt + 1]
+    return [bound.le + 0.5, bound.le + 1]
+
+
+BOUNDED_FIELDS = [
+    (f"{section}.{name}", bound, dict in map(get_origin, [info.annotation]))
+    for section, model in Spec.model_fields.items()
+    if isinstance(model.default, BaseModel)
+    for name, info in type(model.default).model_fields.items()
+    for bound in bounds(get_type_hints(type(model.default), include_extras=True)[name])
+]
+
+
+def test_the_schema_has_the_bounds_this_table_tests():
+    """The cases below are generated from the schema; this keeps them from silently vanishing
+    (every rate, size and count of the spec has a bound)."""
+    named = {field for field, _, _ in BOUNDED_FIELDS}
+    for field in ["phase1.lr", "phase2.lr", "phase2.swa_lr", "phase2.momentum", "phase1.momentum",
+                  "phase2.weight_decay", "phase2.swag_start", "data.val_fraction",
+                  "resources.cpus_per_worker", "resources.gpus_per_worker", "resources.custom",
+                  "phase3.batch_size", "phase2.epochs", "phase1.stop_train_accuracy"]:  # fmt: skip
+        assert field in named, field
+
+
+@pytest.mark.parametrize(
+    "field, bound, is_dict", BOUNDED_FIELDS, ids=[f"{f}-{b}" for f, b, _ in BOUNDED_FIELDS]
+)
+def test_every_bounded_field_refuses_values_outside_its_bounds(tmp_path, field, bound, is_dict):
+    """Generated from the schema: each numeric field with a bound, set just outside it and
+    well outside, is a spec error naming that field."""
+    path = write(tmp_path / "s.yaml", "name: x\n")
+    for value in out_of_bounds(bound):
+        override = f"{field}={{a: {value}}}" if is_dict else f"{field}={value}"
+        with pytest.raises(SpecError) as error:
+            load_spec(path, [override])
+        assert any(p.startswith(f"{path}: {field}") for p in error.value.problems), (
+            override,
+            error.value.problems,
+        )

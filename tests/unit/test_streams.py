@@ -44,6 +44,45 @@ def test_stream_seeds_are_fixed_functions_of_their_path():
         seeds.stream_seed(0, -1)
 
 
+# Every stream of seed 0 for rank/worker 1, epoch 2: computed once, kept. Each one pinned, so
+# a stream that ignored its rank, worker or epoch would change its value here.
+PINNED = {
+    "phase1_order": (seeds.phase1_order, (0, 2), 8064773834312753073),
+    "phase1_augment": (seeds.phase1_augment, (0, 1, 2), 281238090445859979),
+    "phase1_rng": (seeds.phase1_rng, (0, 1, 2), 5183964242279470893),
+    "phase2_order": (seeds.phase2_order, (0, 1, 2), 4383989439387238689),
+    "phase2_augment": (seeds.phase2_augment, (0, 1, 2), 7460222751974496497),
+    "phase2_rng": (seeds.phase2_rng, (0, 1, 2), 1621480788060244752),
+    "worker_seed": (seeds.worker_seed, (0, 1), 3452229180779817239),
+}
+
+
+@pytest.mark.parametrize("name", PINNED)
+def test_every_stream_is_pinned_and_depends_on_each_of_its_arguments(name):
+    stream, args, pinned = PINNED[name]
+    assert stream(*args) == pinned
+    for position in range(len(args)):  # the seed, the rank or worker, the epoch
+        changed = list(args)
+        changed[position] += 1
+        assert stream(*changed) != pinned, f"{name} ignores argument {position}"
+
+
+def test_two_workers_draw_different_shifts_of_the_same_digits(tmp_path):
+    """On a built-in augmented set, each worker's epoch draws its own pixel shifts."""
+    splits = load_splits(tiny_spec(tmp_path).data)
+    images, _ = splits.train[list(range(256))]
+    cpu = torch.device("cpu")
+    shifted = [
+        splits.training_transform(seeds.phase2_augment(0, worker, 1), cpu)(images)
+        for worker in (0, 1, 0)
+    ]
+    plain = splits.batch_transform(images)
+    assert not torch.equal(shifted[0], plain)  # augmented at all
+    assert torch.equal(shifted[0], shifted[2])  # the same worker's epoch again: the same draws
+    differ = (shifted[0] != shifted[1]).flatten(1).any(1).float().mean().item()
+    assert differ > 0.5, differ  # 9 shifts each: about 8 in 9 images differ between workers
+
+
 def epoch_orders(batches) -> list[tuple[int, ...]]:
     """The example indices of each epoch, in order."""
     orders = []
