@@ -111,3 +111,51 @@ def cifar_shaped(augment=True, train=5000, test=1000):
         return TensorDataset(images, labels)
 
     return make(train), make(test)
+
+
+class Labeled(TensorDataset):
+    """A TensorDataset that says how many classes it has, as torchvision's data sets do."""
+
+    def __init__(self, images, labels, classes: int = 10):
+        super().__init__(images, labels)
+        self.classes = [str(c) for c in range(classes)]
+
+
+def _digits_like(n: int, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(n)
+    return torch.randn(n, 1, size, size, generator=generator), torch.arange(n) % 10
+
+
+def broken_data(augment=True):
+    raise ValueError("no such bucket: s3://team/digits")
+
+
+def labels_outside_the_classes(augment=True):
+    images, labels = _digits_like(200)
+    labels[7], labels[11], labels[40] = 12, -1, 12
+    test_images, test_labels = _digits_like(50)
+    return Labeled(images, labels), Labeled(test_images, test_labels)
+
+
+def test_labels_outside_the_classes(augment=True):
+    images, labels = _digits_like(200)
+    test_images, test_labels = _digits_like(50)
+    test_labels[3] = 10
+    return Labeled(images, labels), Labeled(test_images, test_labels)
+
+
+def nan_in_training_images(augment=True):
+    images, labels = _digits_like(200)
+    images[5, 0, 2, 2] = float("nan")
+    images[9, 0, 0, 1] = float("inf")
+    return Labeled(images, labels), Labeled(*_digits_like(50))
+
+
+def nan_in_test_images(augment=True):
+    test_images, test_labels = _digits_like(50)
+    test_images[20] = float("nan")
+    return Labeled(*_digits_like(200)), Labeled(test_images, test_labels)
+
+
+def test_images_of_another_shape(augment=True):
+    return Labeled(*_digits_like(200)), Labeled(*_digits_like(50, size=6))

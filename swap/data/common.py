@@ -50,6 +50,8 @@ class Splits:
     val: Dataset
     test: Dataset
     batch_transform: BatchTransform | None = None
+    # What swap.data.checks found (sizes, classes, chance accuracy), once prepare_data checked.
+    summary: dict[str, Any] | None = None
 
     def training_transform(self, seed: int, device: torch.device):
         """What makes one epoch's training batches ready on `device`, its augmentation drawn

@@ -10,6 +10,8 @@ normalized: swap adds no transform of its own.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,8 @@ def custom_datasets(data: Data, augment: bool) -> tuple[Dataset, Dataset]:
         function = import_function(data.dataset)
     except ValueError as exc:
         raise SwapError(f"data.dataset: {exc} (got {data.dataset!r})") from None
-    result = call_with_accepted(function, {}, root=data.root, augment=augment)
+    with users_code(data):
+        result = call_with_accepted(function, {}, root=data.root, augment=augment)
     if not (isinstance(result, (tuple, list)) and len(result) == 2):
         raise SwapError(
             f"data.dataset: {data.dataset} must return (train, test) datasets, "
@@ -43,8 +46,24 @@ def custom_datasets(data: Data, augment: bool) -> tuple[Dataset, Dataset]:
             )
         if len(dataset) == 0:
             raise SwapError(f"data.dataset: {data.dataset} returned an empty {name} set")
-    _check_example(data.dataset, result[0])
+    with users_code(data):
+        _check_example(data.dataset, result[0])
     return result[0], result[1]
+
+
+@contextlib.contextmanager
+def users_code(data: Data) -> Iterator[None]:
+    """An exception from the user's function or data set, named as theirs in one line (its
+    type and message); the CLI shows its traceback with --verbose."""
+    try:
+        yield
+    except SwapError:
+        raise
+    except Exception as exc:
+        first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise SwapError(
+            f"data.dataset: {data.dataset} raised {first} (swap run --verbose: its traceback)"
+        ) from exc
 
 
 def custom_info(data: Data, train: Dataset | None = None) -> DatasetInfo:
@@ -61,10 +80,12 @@ def load_custom_splits(data: Data) -> Splits:
     plain = train  # with data.augment on, the spec checked that the function takes `augment`
     if data.augment:
         plain, _ = custom_datasets(data, augment=False)
-    labels = _targets(train)
-    kept, held = holdout(np.arange(len(train)), labels, data.val_fraction)
+    with users_code(data):
+        labels = _targets(train)
+        kept, held = holdout(np.arange(len(train)), labels, data.val_fraction)
+        info = custom_info(data, plain)
     return Splits(
-        info=custom_info(data, plain),
+        info=info,
         train=Subset(train, kept.tolist()),
         train_plain=Subset(plain, kept.tolist()),
         val=Subset(plain, held.tolist()),

@@ -5,12 +5,14 @@ Run: python -c "import swap.data.registry as r, swap.spec as s; print(r.load_spl
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 from swap.data import custom, digits, files
+from swap.data.checks import check_splits
 from swap.data.common import DatasetInfo, Splits
 from swap.spec import Data, Spec, check_batch_sizes
 from swap.user_code import is_reference
@@ -84,8 +86,9 @@ def prepare_data(spec: Spec) -> tuple[Spec, Splits]:
 
     Data paths are made absolute where the job was started (workers may run in another
     directory); the files are checked, or downloaded once; the splits are loaded (a user's
-    function called) and the batch sizes checked against the training examples really there
-    (a SpecError), all before Ray starts. The driver shares the splits through Ray's object
+    function called), the data checked (swap.data.checks: labels, finite values, shapes, empty
+    splits) and the batch sizes checked against the training examples really there (a
+    SpecError), all before Ray starts. The driver shares the splits through Ray's object
     store: no worker reads the files or calls the function again.
     """
     paths = {
@@ -97,5 +100,6 @@ def prepare_data(spec: Spec) -> tuple[Spec, Splits]:
     ensure_data(data)
     prepared = spec.model_copy(update={"data": data})
     splits = load_splits(data)
+    summary = check_splits(splits, data.dataset, val_expected=data.val_fraction > 0)
     check_batch_sizes(prepared, len(splits.train) + len(splits.val), f"data set {data.dataset}")
-    return prepared, splits
+    return prepared, dataclasses.replace(splits, summary=summary)
