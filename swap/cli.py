@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
+import traceback
 
 from rich.console import Console
 
-from swap.errors import JobFailed, SwapError
+from swap.errors import JobFailed, RunInterrupted, SwapError
 from swap.ray_session import metrics_export_port
 from swap.spec import Spec, load_spec, parse_spec
 from swap.spec.defaults import commented_defaults
@@ -32,9 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.command(args)
     except SwapError as exc:
+        if getattr(args, "verbose", False) and exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__)  # the user's code's own traceback
         for line in str(exc).splitlines():
             print(f"swap: error: {line}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RunInterrupted as exc:
+        where = f" in phase {exc.phase}" if getattr(exc, "phase", None) else ""
+        run_dir = getattr(exc, "run_dir", None)
+        resume = f"; resume it with: swap run --resume {run_dir}" if run_dir else ""
+        print(f"swap: interrupted by {exc.signal_name}{where}{resume}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:  # Ctrl-C before a run opened, or in a command that runs none
+        print("swap: interrupted by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,7 +69,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue a run that stopped: finished phases and workers are kept",
+        help="continue a run that stopped: finished phases and workers are kept (the spec: "
+        "the run's own spec.yaml, unless given)",
+    )
+    run.add_argument(
+        "--verbose", action="store_true", help="the whole traceback of an error in your code"
     )
     run.set_defaults(command=run_command)
 
@@ -153,8 +170,12 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _spec_from_args(args: argparse.Namespace) -> Spec:
     if not getattr(args, "spec_env", None):
+        if args.spec is None and getattr(args, "resume", None):
+            from swap.rundir import read_run_spec  # torch: `swap run` loads it anyway
+
+            return read_run_spec(args.resume, "--resume: ")
         if args.spec is None:
-            raise SwapError("swap run: give a spec file (or --spec-env VAR)")
+            raise SwapError("swap run: give a spec file (or --spec-env VAR, or --resume RUN_DIR)")
         return load_spec(args.spec, args.overrides)
     if args.spec is not None:  # with --spec-env, every positional is an override
         args.overrides.insert(0, args.spec)

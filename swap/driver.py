@@ -10,15 +10,17 @@ from typing import Any
 
 from rich.console import Console
 
-from swap import metrics
+from swap import metrics, storage
 from swap.data.registry import prepare_data
+from swap.errors import RunInterrupted
+from swap.interrupts import stop_on_signals
 from swap.phases.phase1 import run_phase1
 from swap.phases.phase2 import run_phase2, start_phase2_processes
 from swap.phases.phase3 import run_phase3
 from swap.phases.placement import check_gpus, share_data
 from swap.ray_session import connect_ray
 from swap.report import print_summary, write_report
-from swap.rundir import MODEL_FILE, open_run, save_results
+from swap.rundir import MODEL_FILE, finished_and_intact, open_run, save_results
 from swap.spec import Spec
 from swap.storage import join
 
@@ -27,47 +29,76 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
     """Run the three phases; return what `results.json` holds. Ray is started if not running.
 
     With `resume` (a run directory of the same spec), a phase that finished there is not run
-    again, and phase 2 keeps its finished workers and resumes the others from their last epoch.
+    again: phase 1 continues from its last checkpointed epoch, phase 2 keeps its finished
+    workers whose checkpoints are intact and resumes or reruns the others, and phase 3 runs
+    again. A finished run whose checkpoints are all intact is left as it is.
+
+    The first SIGINT or SIGTERM stops the run where it is: what runs is cancelled, the run is
+    recorded as interrupted (resumable), and RunInterrupted is raised to the caller.
     """
     console = console or Console()
     started = time.perf_counter()
-    # Built once, here: a missing file or a batch too large fails before a run directory or Ray.
+    # Built once, here: a missing file, bad data or a batch too large fail before a run
+    # directory exists or Ray starts.
     spec, splits = prepare_data(spec)
+    if resume is not None and (finished := finished_and_intact(spec, resume)) is not None:
+        console.print(
+            f"{finished['run_dir']}: finished, and every checkpoint in its manifest matches its "
+            "SHA-256: nothing to do",
+            soft_wrap=True,
+        )
+        return finished
     connect_ray()
     check_gpus(spec, console)  # GPUs torch cannot use: named before a run directory exists
-    run_dir, results = open_run(spec, resume)
+    run_dir, results = open_run(spec, resume)  # results.json is written: resumable from here
+    results["data"] = splits.summary  # sizes, classes, the validation split's chance accuracy
     earlier_seconds = results.get("total_seconds", 0.0)
     console.print(f"[bold]swap[/] {spec.name}: run directory {run_dir}", soft_wrap=True)
     labels = metrics.Labels(results["run_id"], spec.name)
+    phase = 1
 
     def save() -> None:
         results["total_seconds"] = earlier_seconds + time.perf_counter() - started
         save_results(run_dir, results)
 
     try:
-        console.print(metrics.scrape_hint(labels), soft_wrap=True)
-        metrics.set_phase(labels, metrics.PENDING)
-        data = share_data(splits)  # every process of the job reads it from Ray's object store
-        # Phase 2's processes start (imports, data) while phase 1 trains: the switch only
-        # hands them the weights.
-        warmed = start_phase2_processes(spec, data) if "phase2" not in results else []
-        console.rule("phase 1: large-batch data-parallel SGD")
-        if "phase1" in results:
-            console.print("phase 1 finished in an earlier attempt: kept")
-        else:
-            results["phase1"] = run_phase1(spec, run_dir, data)
-        save()
-        console.rule("phase 2: independent small-batch workers")
-        weights = join(results["phase1"]["checkpoint"], MODEL_FILE)
-        if "phase2" not in results:
-            sha = results["phase1"]["sha256"]
-            results["phase2"] = run_phase2(spec, run_dir, data, weights, sha, console, warmed)
-        save()
-        console.rule("phase 3: average, refresh BatchNorm, evaluate")
-        results["phase3"] = run_phase3(spec, run_dir, data, results["phase2"]["workers"], weights)
-        mark_dropped(results["phase2"]["workers"], results["phase3"]["dropped"])
-        results["status"] = "finished"
-        metrics.set_phase(labels, metrics.DONE)
+        with stop_on_signals():
+            console.print(metrics.scrape_hint(labels), soft_wrap=True)
+            metrics.set_phase(labels, metrics.PENDING)
+            data = share_data(splits)  # every process of the job reads it from Ray's store
+            # Phase 2's processes start (imports, data) while phase 1 trains: the switch only
+            # hands them the weights.
+            warmed = start_phase2_processes(spec, data)
+            console.rule("phase 1: large-batch data-parallel SGD")
+            if "phase1" in results:
+                console.print("phase 1 finished in an earlier attempt: kept")
+            else:
+                results["phase1"] = run_phase1(spec, run_dir, data)
+            save()
+            phase = 2
+            console.rule("phase 2: independent small-batch workers")
+            weights = join(results["phase1"]["checkpoint"], MODEL_FILE)
+            sha, earlier = results["phase1"]["sha256"], results.get("phase2")
+            results["phase2"] = run_phase2(
+                spec, run_dir, data, weights, sha, console, warmed, earlier
+            )
+            save()
+            phase = 3
+            console.rule("phase 3: average, refresh BatchNorm, evaluate")
+            keep_earlier_final(run_dir, results, console)
+            results["phase3"] = run_phase3(
+                spec, run_dir, data, results["phase2"]["workers"], weights
+            )
+            mark_dropped(results["phase2"]["workers"], results["phase3"]["dropped"])
+            warn_if_chance(results, console)
+            results["status"] = "finished"
+            metrics.set_phase(labels, metrics.DONE)
+    except RunInterrupted as exc:
+        results.update(status="interrupted", error=f"interrupted by {exc.signal_name}")
+        results["interrupted_in_phase"] = phase
+        metrics.set_phase(labels, metrics.INTERRUPTED)
+        exc.run_dir, exc.phase = run_dir, phase
+        raise
     except BaseException as exc:
         results["status"] = "failed"
         metrics.set_phase(labels, metrics.FAILED)
@@ -78,6 +109,53 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
     print_summary(results, console)
     write_report(results, run_dir, console)
     return results
+
+
+def keep_earlier_final(run_dir: str, results: dict[str, Any], console: Console) -> None:
+    """Before phase 3 runs again on a resumed run, an earlier final/model.pt that averaged
+    other workers than those finished now is kept beside it, and the console says so: a saved
+    result is never replaced silently by an average of fewer workers."""
+    earlier = results.get("phase3")
+    final = join(run_dir, "final", MODEL_FILE)
+    if earlier is None or not storage.exists(final):
+        return
+    now = sorted(w["index"] for w in results["phase2"]["workers"] if w["status"] == "finished")
+    if now == sorted(earlier["averaged_workers"]):
+        return
+    kept = join(run_dir, "final", f"model-earlier-{results.get('resumed', 0)}.pt")
+    storage.write_bytes(kept, storage.read_bytes(final))
+    results.setdefault("earlier_finals", []).append(
+        {
+            "model": kept,
+            "sha256": earlier["sha256"],
+            "averaged_workers": earlier["averaged_workers"],
+        }
+    )
+    console.print(
+        f"[yellow]phase 3: the earlier final/model.pt averaged workers "
+        f"{earlier['averaged_workers']}, workers {now} are finished now: it is kept as {kept}[/]",
+        soft_wrap=True,
+    )
+
+
+def warn_if_chance(results: dict[str, Any], console: Console) -> None:
+    """Flag each finished worker and the final model that is no better than chance on the
+    validation split (what always guessing its most common class scores): a `warning` in
+    results.json, a line here, a mark in the table. They are averaged all the same: the
+    numbers say what happened; the warning says it is not a model."""
+    chance = (results.get("data") or {}).get("chance_val_accuracy")
+    if chance is None:
+        return
+    finished = [w for w in results["phase2"]["workers"] if w["status"] == "finished"]
+    models = [(f"phase 2  worker {w['index']}", w) for w in finished]
+    for name, record in [*models, ("phase 3  the average", results["phase3"])]:
+        val = record.get("val_accuracy")
+        if val is not None and val <= chance:
+            record["warning"] = (
+                f"no better than chance on validation: {val:.2%}, and always guessing its "
+                f"most common class scores {chance:.2%}"
+            )
+            console.print(f"[yellow]{name}: {record['warning']}[/]", soft_wrap=True)
 
 
 def mark_dropped(workers: list[dict[str, Any]], dropped: dict[int, str]) -> None:

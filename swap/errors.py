@@ -25,3 +25,22 @@ class JobFailed(Exception):
 
 class DivergenceError(Exception):
     """A non-finite training loss: more steps will not bring the weights back."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached `swap run`: the run stops where it is, resumable. A
+    KeyboardInterrupt, so code that lets Ctrl-C through lets this through too."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(self.signal_name)
+
+    @property
+    def signal_name(self) -> str:
+        import signal
+
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM

@@ -42,7 +42,7 @@ PHASE1_WORKER = "all"  # phase 1's ranks train one model; their statistics are a
 AVERAGE_WORKER = "average"  # phase 3's averaged model
 
 # Values of the phase gauge.
-PENDING, DONE, FAILED = 0, 4, -1
+PENDING, DONE, FAILED, INTERRUPTED = 0, 4, -1, -2
 
 # Ray prefixes what it exports; cluster/prometheus.yml takes the prefix off again.
 RAY_EXPORT_PREFIX = "ray_"
@@ -57,7 +57,10 @@ class Metric:
 
 
 CURRENT_PHASE = Metric(
-    "swap_phase", "gauge", "Current phase: 0 pending, 1-3 running, 4 done, -1 failed", RUN_LABELS
+    "swap_phase",
+    "gauge",
+    "Current phase: 0 pending, 1-3 running, 4 done, -1 failed, -2 interrupted",
+    RUN_LABELS,
 )
 EPOCHS = Metric("swap_epochs_completed", "gauge", "Training epochs completed")
 STEPS = Metric("swap_optimizer_steps_total", "counter", "Optimizer steps taken")

@@ -60,7 +60,7 @@ def summary_table(results: dict[str, Any]) -> Table:
                 table.add_row(label, f"[red]{w['status']}[/]", "", "", "", "")
                 continue
             table.add_row(
-                label, _pct(w["test_accuracy"]), _pct(w["val_accuracy"]),
+                _flagged(label, w), _pct(w["test_accuracy"]), _pct(w["val_accuracy"]),
                 *calibration(f"worker {w['index']}"), _s(w),
             )  # fmt: skip
         table.add_row("phase 2 · wall clock", "", "", "", "", _s(p2), end_section=True)
@@ -79,7 +79,7 @@ def summary_table(results: dict[str, Any]) -> Table:
             )  # fmt: skip
         name = "greedy soup" if greedy else "uniform average"
         table.add_row(
-            f"[bold]{'greedy soup' if greedy else 'average'} of {n} · SWAP model[/]",
+            _flagged(f"[bold]{'greedy soup' if greedy else 'average'} of {n} · SWAP model[/]", p3),
             f"[bold]{_pct(p3['test_accuracy'])}[/]", _pct(p3["val_accuracy"]),
             *calibration(name), _s(p3),
         )  # fmt: skip
@@ -103,6 +103,24 @@ def summary_table(results: dict[str, Any]) -> Table:
     return table
 
 
+def _flagged(label: str, record: dict[str, Any]) -> str:
+    """A model's row label, marked when results.json warns about it (no better than chance)."""
+    return f"{label} [yellow]⚠ chance[/]" if record.get("warning") else label
+
+
+def warnings(results: dict[str, Any]) -> list[str]:
+    """The warnings results.json records, one line each, naming the model."""
+    lines = [
+        f"phase 2 · worker {w['index']}: {w['warning']}"
+        for w in (results.get("phase2") or {}).get("workers", [])
+        if w.get("warning")
+    ]
+    p3 = results.get("phase3") or {}
+    if p3.get("warning"):
+        lines.append(f"the SWAP model: {p3['warning']}")
+    return lines
+
+
 def bn_refreshed(p3: dict[str, Any]) -> bool:
     """Whether phase 3 refreshed BatchNorm statistics (not with phase3.bn_refresh: false, nor
     for a model without BatchNorm): only then is there an average "before" it."""
@@ -118,6 +136,8 @@ def _val(p3: dict[str, Any], name: str) -> float | None:
 
 def print_summary(results: dict[str, Any], console: Console) -> None:
     console.print(summary_table(results))
+    for line in warnings(results):
+        console.print(f"[yellow]⚠ {line}[/]", soft_wrap=True)
     total = results.get("total_seconds")
     if total is not None:
         console.print(f"total {total:.1f}s · run directory {results['run_dir']}", soft_wrap=True)

@@ -117,29 +117,58 @@ def _check_digest(location: storage.Location, actual: str, sha256: str) -> None:
 
 def save_resume_point(directory: str, epoch: int, state: Mapping[str, Any]) -> Saved:
     """A worker's resumable state after `epoch`: written under a new name, then committed by
-    rewriting the small pointer file, so a crash at any moment leaves a complete one."""
+    rewriting the small pointer file, so a crash at any moment leaves a complete one.
+
+    The pointer lists the last KEPT_RESUME_POINTS epochs, newest first: if the newest file is
+    damaged later, the worker resumes from the one before instead of starting over."""
     saved = save_state_dict(state, storage.join(directory, _resume_file(epoch)))
-    write_json(
-        storage.join(directory, RESUME_POINT),
-        {"epoch": epoch, "sha256": saved.sha256, "file": _resume_file(epoch)},
-    )
+    kept = [{"epoch": epoch, "sha256": saved.sha256, "file": _resume_file(epoch)}]
+    try:
+        earlier = _resume_points(directory)
+    except SwapError:  # a damaged pointer, already skipped by load_resume_point: rewritten now
+        earlier = []
+    kept += [p for p in earlier if p["epoch"] < epoch][: KEPT_RESUME_POINTS - 1]
+    write_json(storage.join(directory, RESUME_POINT), {**kept[0], "kept": kept})
     # A worker commits its epochs in order (a rerun resumes after the last commit), so the
-    # one committed before is always the previous epoch's, if there was one.
-    storage.delete(storage.join(directory, _resume_file(epoch - 1)))
+    # files older than the kept ones are at most one, this epoch less KEPT_RESUME_POINTS.
+    storage.delete(storage.join(directory, _resume_file(epoch - KEPT_RESUME_POINTS)))
     return saved
+
+
+KEPT_RESUME_POINTS = 2
 
 
 def _resume_file(epoch: int) -> str:
     return f"resume-epoch{epoch}.pt"
 
 
-def load_resume_point(directory: str) -> dict[str, Any] | None:
-    """The state `save_resume_point` last committed in `directory`, checked; None if none."""
+def _resume_points(directory: str) -> list[dict[str, Any]]:
+    """The committed resume points listed in `directory`'s pointer file, newest first."""
     location = storage.join(directory, RESUME_POINT)
     if not storage.exists(location):
-        return None
+        return []
     pointer = read_json(location)
-    return load_state_dict(storage.join(directory, pointer["file"]), sha256=pointer["sha256"])
+    return pointer.get("kept", [pointer])
+
+
+def load_resume_point(directory: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """The newest resume point `save_resume_point` committed in `directory` that is intact
+    (its SHA-256 checked), and what was skipped on the way, one line each (a file that is
+    missing or fails its checksum; a damaged pointer file). (None, ...) when none is left:
+    the worker starts again from the phase-1 weights."""
+    try:
+        points = _resume_points(directory)
+    except SwapError as exc:  # the pointer itself is damaged: nothing to trust in it
+        return None, [str(exc)]
+    skipped = []
+    for point in points:
+        try:
+            state = load_state_dict(storage.join(directory, point["file"]), point["sha256"])
+        except SwapError as exc:
+            skipped.append(str(exc))
+            continue
+        return state, skipped
+    return None, skipped
 
 
 def record_attempt(directory: str, pid: int, node_id: str) -> dict[str, Any]:
@@ -151,6 +180,7 @@ def record_attempt(directory: str, pid: int, node_id: str) -> dict[str, Any]:
     """
     before = attempts_record(directory)
     record = {
+        **before,
         "attempts": before["attempts"] + 1,
         "pid": pid,
         "node_id": node_id,
@@ -158,6 +188,15 @@ def record_attempt(directory: str, pid: int, node_id: str) -> dict[str, Any]:
     }
     write_json(storage.join(directory, ATTEMPTS), record)
     return record
+
+
+def record_fallback(directory: str, skipped: list[str], resumed_after: int) -> None:
+    """Note in attempts.json that this attempt skipped damaged resume points (`skipped`, one
+    line each) and resumed after epoch `resumed_after` (0: from the phase-1 weights)."""
+    record = attempts_record(directory)
+    fallback = {"attempt": record["attempts"], "skipped": skipped, "resumed_after": resumed_after}
+    record.setdefault("fallbacks", []).append(fallback)
+    write_json(storage.join(directory, ATTEMPTS), record)
 
 
 def attempts_record(directory: str) -> dict[str, Any]:
@@ -168,7 +207,14 @@ def attempts_record(directory: str) -> dict[str, Any]:
 
 
 def read_json(location: str) -> Any:
-    return json.loads(storage.read_bytes(location))
+    """A JSON file of the run; a truncated or damaged one is a SwapError naming it."""
+    try:
+        return json.loads(storage.read_bytes(location))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise SwapError(
+            f"{location}: not valid JSON{where}: the file is truncated or damaged"
+        ) from None
 
 
 def write_text(location: str, text: str) -> str:
@@ -185,7 +231,7 @@ def open_run(spec: Spec, resume: str | None) -> tuple[str, dict[str, Any]]:
     if resume is None:
         run_dir = new_run_dir(spec.output.dir, spec.name)
         write_text(join(run_dir, "spec.yaml"), spec.to_yaml())
-        return run_dir, {
+        results = {
             "name": spec.name,
             "run_id": run_dir.rpartition("/")[2],
             "run_dir": run_dir,
@@ -194,6 +240,20 @@ def open_run(spec: Spec, resume: str | None) -> tuple[str, dict[str, Any]]:
             "spec": spec.to_dict(),
             "versions": versions(),
         }
+        # Recorded at once: a driver killed at any moment later (SIGKILL, out of memory)
+        # leaves a run that --resume continues.
+        save_results(run_dir, results)
+        return run_dir, results
+    run_dir, results = resumable(spec, resume)
+    results.update(status="running", resumed=results.get("resumed", 0) + 1)
+    for stale in ("error", "interrupted_in_phase"):
+        results.pop(stale, None)
+    return run_dir, results
+
+
+def resumable(spec: Spec, resume: str) -> tuple[str, dict[str, Any]]:
+    """The run directory `resume` and its results, if `spec` may continue it: the same spec,
+    written by this swap version; a SwapError (or SpecError) naming what differs otherwise."""
     run_dir = storage.absolute(resume)
     saved_spec = join(run_dir, "spec.yaml")
     saved = read_run_spec(run_dir, "--resume: ")
@@ -202,20 +262,37 @@ def open_run(spec: Spec, resume: str | None) -> tuple[str, dict[str, Any]]:
         raise SpecError(
             [f"--resume: the spec differs from {saved_spec} at {field}" for field in differing]
         )
-    results = read_json(join(run_dir, "results.json"))
+    location = join(run_dir, "results.json")
+    if not storage.exists(location):
+        raise SwapError(f"--resume: {run_dir} has no results.json: not a run swap started")
+    results = read_json(location)
     written_by, here = results.get("versions", {}).get("swap"), versions()["swap"]
     if written_by != here:  # its checkpoints and records may mean other things to this swap
         raise SwapError(
             f"--resume: {run_dir} was written by swap {written_by}, this is swap {here}; "
             "start a new run (swap resumes only its own version's runs)"
         )
-    results.update(status="running", resumed=results.get("resumed", 0) + 1)
-    results.pop("error", None)
     return run_dir, results
+
+
+def finished_and_intact(spec: Spec, resume: str) -> dict[str, Any] | None:
+    """The results of run `resume` if it finished and every file in its manifest is there with
+    its SHA-256 (then --resume has nothing to do); None if there is work left."""
+    run_dir, results = resumable(spec, resume)
+    if results.get("status") != "finished":
+        return None
+    for path, digest in manifest(run_dir, results).items():
+        try:
+            verify(path if path.startswith("/") or storage.is_uri(path) else join(run_dir, path),
+                   digest)  # fmt: skip
+        except SwapError:
+            return None
+    return results
 
 
 def read_run_spec(run_dir: str, context: str = "") -> Spec:
     """The resolved spec a run directory (a path or URI) keeps in spec.yaml."""
+    run_dir = storage.absolute(run_dir)
     location = join(run_dir, "spec.yaml")
     if not storage.exists(location):
         raise SwapError(f"{context}{run_dir}: not a run directory (it has no spec.yaml)")
@@ -246,6 +323,8 @@ def manifest(run_dir: str, results: dict[str, Any]) -> dict[str, str]:
     for worker in results.get("phase2", {}).get("workers", []):
         if "sha256" in worker:
             files[worker["checkpoint"]] = worker["sha256"]
+        if "swag_sha256" in worker:
+            files[worker["swag"]] = worker["swag_sha256"]
     if "phase3" in results:
         files[results["phase3"]["model"]] = results["phase3"]["sha256"]
     prefix = run_dir.rstrip("/") + "/"

@@ -54,7 +54,14 @@ def make_dir(location: Location) -> None:
 
 def write_bytes(location: Location, data: bytes) -> str:
     """Write under a temporary name beside `location`, then rename it into place: a reader
-    sees the old file or the whole new one, never half of it. Returns the data's SHA-256."""
+    sees the old file or the whole new one, never half of it. Returns the data's SHA-256.
+
+    A local file is also durable when this returns: its bytes and then its directory's entry
+    are fsynced, so a power cut or a kernel crash after the rename cannot leave an empty or
+    half-written file under the final name. (Object stores commit a whole object per PUT.)"""
+    if not is_uri(location):
+        _write_local(Path(absolute(location)), data)
+        return hashlib.sha256(data).hexdigest()
     fs, path = resolve(location)
     parent, _, name = path.rpartition("/")
     fs.create_dir(parent, recursive=True)
@@ -68,6 +75,25 @@ def write_bytes(location: Location, data: bytes) -> str:
             fs.delete_file(tmp)
         raise
     return hashlib.sha256(data).hexdigest()
+
+
+def _write_local(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself
+    finally:
+        os.close(directory)
 
 
 def sha256(location: Location, chunk: int = 1 << 22) -> str:

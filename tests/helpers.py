@@ -6,6 +6,7 @@ Run: imported by the tests in tests/unit/ and tests/integration/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -80,13 +81,17 @@ SLOW_PHASE2 = [
 ]
 
 
-def start_driver(log: Path, *args: str) -> subprocess.Popen:
-    """`swap run` on the quickstart in its own session (its local Ray is in its process group,
-    so killing the group kills them both); output to `log`, never a pipe nobody drains."""
+QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
+
+
+def start_driver(log: Path, *args: str, spec: str | None = QUICKSTART) -> subprocess.Popen:
+    """`swap run` on the quickstart (or `spec`; None: `swap run --resume RUN_DIR` alone) in its
+    own session (its local Ray is in its process group, so killing the group kills them both);
+    output to `log`, never a pipe nobody drains."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     with log.open("w") as out:
         return subprocess.Popen(
-            [str(SWAP), "run", str(REPO / "configs" / "quickstart.yaml"), *args],
+            [str(SWAP), "run", *([spec] if spec else []), *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -120,3 +125,29 @@ def committed_epoch(run_root: Path, worker: int):
 
 def results(run: Path) -> dict:
     return json.loads((run / "results.json").read_text())
+
+
+def checkpointed_epochs(run_dir: str | Path) -> int:
+    """The epochs in the newest phase-1 checkpoint Ray Train has persisted (0 if none yet)."""
+    done = 0
+    for state in Path(run_dir, "phase1").glob("checkpoint_*/train_state.pt"):
+        with contextlib.suppress(Exception):  # still being copied into place
+            done = max(done, len(torch.load(state, weights_only=True)["history"]))
+    return done
+
+
+def left_in_session(session: int, seconds: float = 10) -> list[str]:
+    """The processes still running in session `session` (a driver started by start_driver
+    leads its own) after up to `seconds` for them to end, by command line: what a stopped run
+    left behind. Zombies (ended, not yet reaped by a parent that is gone) do not count."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+                if state != "Z" and os.getsid(int(entry.name)) == session:
+                    left.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        if not left or time.monotonic() > deadline:
+            return [command[:120] for command in left]
+        time.sleep(0.1)

@@ -14,6 +14,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from swap import metrics
 from swap.errors import JobFailed
+from swap.interrupts import in_thread
 from swap.phases import ddp
 from swap.phases.phase1_worker import phase1_worker
 from swap.phases.placement import throughput, worker_resources
@@ -51,7 +52,9 @@ def run_phase1(spec: Spec, run_dir: str, data: ObjectRef) -> dict[str, Any]:
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
-    result = trainer.fit()  # raises if training failed
+    # In a thread: Ray Train installs a SIGINT handler of its own only when fit() runs in the
+    # main thread, and never restores the one before it (swap.interrupts).
+    result = in_thread(trainer.fit, "phase1")  # raises if training failed
     summary = dict(result.return_value)
     if "diverged" in summary:
         raise JobFailed(

@@ -16,10 +16,19 @@ from rich.console import Console
 
 from swap import metrics, seeds, storage
 from swap.data.common import Splits
+from swap.errors import DivergenceError, SwapError
 from swap.models.registry import build_model
 from swap.phases.phase2_worker import phase2_worker
 from swap.phases.placement import concurrent_slots, remote_task, throughput
-from swap.rundir import RESULT, attempts_record, phase2_dir, read_json, record_attempt, write_json
+from swap.rundir import (
+    RESULT,
+    attempts_record,
+    phase2_dir,
+    read_json,
+    record_attempt,
+    verify,
+    write_json,
+)
 from swap.spec import Spec
 from swap.storage import join
 from swap.training import sgd
@@ -63,17 +72,23 @@ def run_phase2(
     phase1_sha256: str,
     console: Console,
     warmed: Sequence[ObjectRef] = (),
+    earlier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One Ray task per worker on the job's `data`, each forking the weights at
     `phase1_weights` (a path or URI, checked against `phase1_sha256`). A worker whose process
     or node dies is rerun from its last epoch (up to `phase2.max_retries` times); one that still
-    fails is dropped, alone. `warmed`: the warm-up tasks of `start_phase2_processes`."""
+    fails is dropped, alone. `warmed`: the warm-up tasks of `start_phase2_processes`.
+
+    On a resumed run (`earlier`: phase 2's record from before, if it got that far), workers
+    that finished with intact checkpoints are kept, those that diverged stay failed, and every
+    other is run again: from its last good epoch, or from the phase-1 weights. If the run is
+    interrupted, the workers still running are cancelled."""
     started = time.perf_counter()
     labels = metrics.Labels.of_run(spec.name, run_dir)
     metrics.set_phase(labels, 2)
     if warmed:  # their processes idle, ready to be reused, before any task asks for one
         ray.wait(list(warmed), num_returns=len(warmed))
-    workers = finished_earlier(spec, run_dir, console)
+    workers = kept_workers(spec, run_dir, earlier, console)
     task = remote_task(
         phase2_task,
         spec,
@@ -86,36 +101,103 @@ def run_phase2(
         for index in range(spec.phase2.workers)
         if index not in workers
     }
-    while pending:
-        metrics.record_phase2_workers(labels, len(pending), workers.values())
-        [ref], _ = ray.wait(list(pending), num_returns=1)
-        index = pending.pop(ref)
-        try:
-            workers[index] = ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            workers[index] = failed_worker(spec, run_dir, index, exc)
-            console.print(f"[red]phase 2  worker {index} dropped:[/] {workers[index]['error']}")
-            continue
-        metrics.record_evaluation(labels.at(2, index), workers[index])
-        console.print(
-            f"phase 2  worker {index} finished: test acc {workers[index]['test_accuracy']:.2%} "
-            f"in {workers[index]['seconds']:.1f}s (attempts: {workers[index]['attempts']})"
-        )
+    try:
+        while pending:
+            metrics.record_phase2_workers(labels, len(pending), workers.values())
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(ref)
+            workers[index] = collect(spec, run_dir, index, ref, console)
+            if workers[index]["status"] == "finished":
+                metrics.record_evaluation(labels.at(2, index), workers[index])
+    except BaseException:  # interrupted: stop the workers, which resume from their epochs
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
     metrics.record_phase2_workers(labels, 0, workers.values())
     seconds = time.perf_counter() - started
     metrics.record_phase_seconds(labels, 2, seconds)
-    return {"seconds": seconds, "workers": [workers[i] for i in sorted(workers)]}
+    before = (earlier or {}).get("seconds", 0.0)
+    return {"seconds": before + seconds, "workers": [workers[i] for i in sorted(workers)]}
 
 
-def finished_earlier(spec: Spec, run_dir: str, console: Console) -> dict[int, dict[str, Any]]:
-    """Workers that finished in an earlier attempt of this job: they are not trained again."""
-    done = {}
+def collect(
+    spec: Spec, run_dir: str, index: int, ref: ObjectRef, console: Console
+) -> dict[str, Any]:
+    """Worker `index`'s record once its task ended: its result, or why it failed."""
+    try:
+        worker = ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        worker = failed_worker(spec, run_dir, index, exc)
+        console.print(f"[red]phase 2  worker {index} dropped:[/] {worker['error']}")
+        return worker
+    for skipped in worker.get("resume_fallbacks", []):
+        console.print(f"[yellow]phase 2  worker {index}: skipped {skipped}[/]", soft_wrap=True)
+    console.print(
+        f"phase 2  worker {index} finished: test acc {worker['test_accuracy']:.2%} "
+        f"in {worker['seconds']:.1f}s (attempts: {worker['attempts']})"
+    )
+    return worker
+
+
+def kept_workers(
+    spec: Spec, run_dir: str, earlier: dict[str, Any] | None, console: Console
+) -> dict[int, dict[str, Any]]:
+    """The workers not to train again: those that finished in an earlier attempt of this run
+    with their checkpoints intact, and those that diverged (a rerun would diverge again). A
+    finished worker whose model.pt or swag.pt is missing or damaged is run again (from its last
+    good resume point), and the console says why."""
+    failed = {w["index"]: w for w in (earlier or {}).get("workers", []) if w["status"] == "failed"}
+    kept = {}
     for index in range(spec.phase2.workers):
         location = join(phase2_dir(run_dir, index), RESULT)
         if storage.exists(location):
-            done[index] = read_json(location)
-            console.print(f"phase 2  worker {index} finished in an earlier attempt: kept")
-    return done
+            problem = damaged(location)
+            if problem is None:
+                kept[index] = read_json(location)
+                console.print(f"phase 2  worker {index} finished in an earlier attempt: kept")
+                continue
+            storage.delete(location)  # not finished any more: no later attempt may keep it
+            console.print(
+                f"[yellow]phase 2  worker {index}: {problem}: training it again from its last "
+                "good resume point[/]",
+                soft_wrap=True,
+            )
+        elif index in failed and failed[index].get("failure") == DIVERGED:
+            kept[index] = failed[index]
+            console.print(f"phase 2  worker {index} diverged in an earlier attempt: not rerun")
+        elif index in failed:
+            console.print(
+                f"phase 2  worker {index} failed in an earlier attempt "
+                f"({failed[index]['error']}): running it again",
+                soft_wrap=True,
+            )
+    return kept
+
+
+def damaged(result: str) -> str | None:
+    """Why a finished worker's record (its result.json) or the files it names cannot be
+    trusted any more (missing, truncated, changed), or None if they all can."""
+    try:
+        record = read_json(result)
+        verify(record["checkpoint"], record["sha256"])
+        if "swag" in record:
+            verify(record["swag"], record["swag_sha256"])
+    except SwapError as exc:
+        return str(exc)
+    return None
+
+
+DIVERGED = "diverged"  # a worker's loss went non-finite: not rerun, here or on --resume
+
+
+def failure_kind(exc: Exception) -> str:
+    """Why a worker's task failed: `diverged`; `storage` (an OSError); `error` (another
+    exception in the worker); `process` (its process or node died, or it was cancelled)."""
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        if isinstance(exc.cause, DivergenceError):
+            return DIVERGED
+        return "storage" if isinstance(exc.cause, OSError) else "error"
+    return "process"
 
 
 def failed_worker(spec: Spec, run_dir: str, index: int, exc: Exception) -> dict[str, Any]:
@@ -125,6 +207,7 @@ def failed_worker(spec: Spec, run_dir: str, index: int, exc: Exception) -> dict[
         "seed": seeds.worker_seed(spec.seed, index),
         "status": "failed",
         **{k: v for k, v in attempts_record(phase2_dir(run_dir, index)).items() if k != "pid"},
+        "failure": failure_kind(exc),
         "error": lines[-1] if lines else type(exc).__name__,
     }
 

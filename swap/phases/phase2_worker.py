@@ -24,6 +24,7 @@ from swap.rundir import (
     load_resume_point,
     load_state_dict,
     phase2_dir,
+    record_fallback,
     save_resume_point,
     save_state_dict,
 )
@@ -77,7 +78,12 @@ def phase2_worker(
     p2, started, device = spec.phase2, time.perf_counter(), device_for(spec)
     directory = phase2_dir(run_dir, index)
     precision, feed = precision_for(spec, device), loader_settings(spec)
-    committed = load_resume_point(directory)  # a rerun continues after its last epoch
+    committed, skipped = load_resume_point(directory)  # a rerun continues after its last epoch
+    if skipped:  # damaged resume points: the one before, or phase 1's weights, instead
+        after = len(committed["history"]) if committed is not None else 0
+        record_fallback(directory, skipped, after)
+        start = f"after epoch {after}" if after else "from the phase-1 weights"
+        print(f"phase 2  worker {index}: {'; '.join(skipped)}: resuming {start}", flush=True)
     model = build_model(spec.model, splits.info)  # its weights come from phase 1 or `committed`
     if committed is None:
         model.load_state_dict(load_state_dict(phase1_weights, phase1_sha256))
@@ -132,6 +138,7 @@ def phase2_worker(
         "train_accuracy": history[-1]["train_accuracy"],
         "seconds": seconds,
         "resumed_from_epoch": resumed_from,
+        "resume_fallbacks": skipped,
         "history": history,
     }
 

@@ -6,6 +6,9 @@ Run: pytest tests/unit/test_phase2_worker.py
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
 
@@ -54,9 +57,61 @@ def test_an_interrupted_worker_resumes_exactly(tmp_path):
     a, b = load_state_dict(whole["checkpoint"]), load_state_dict(resumed["checkpoint"])
     for key in a:
         assert torch.equal(a[key], b[key]), key  # the same model as if never interrupted
-    # Only the last committed epoch is kept on disk.
+    # The last two committed epochs are kept on disk: the one before is the fallback.
     files = sorted(p.name for p in (tmp_path / "b" / "phase2" / "worker-0").iterdir())
-    assert files == ["model.pt", "resume-epoch3.pt", "resume.json"]
+    assert files == ["model.pt", "resume-epoch2.pt", "resume-epoch3.pt", "resume.json"]
+
+
+def flip_a_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damaged", [["resume-epoch2.pt"], ["resume-epoch2.pt", "resume-epoch1.pt"]]
+)
+def test_a_damaged_resume_point_falls_back_to_the_one_before_or_to_phase1(tmp_path, damaged):
+    """Killed after epoch 2, its newest resume point (or both kept) then damaged by one byte:
+    the rerun resumes after epoch 1 (or starts from the phase-1 weights), says so in
+    attempts.json, and ends with the same weights as a run never interrupted."""
+    spec = tiny_spec(tmp_path, phase2={"epochs": 3})
+    weights, digest = phase1_weights(spec, tmp_path / "p1")
+    splits = load_splits(spec.data)
+    whole = phase2_worker(spec, 0, splits, weights, str(tmp_path / "a"), phase1_sha256=digest)
+    directory = tmp_path / "b" / "phase2" / "worker-0"
+    with pytest.raises(Interrupt):
+        phase2_worker(spec, 0, splits, weights, str(tmp_path / "b"), StopAfter(2), digest)
+    for name in damaged:
+        flip_a_byte(directory / name)
+    (directory / "attempts.json").write_text('{"attempts": 1, "nodes": ["n"]}')
+    resumed = phase2_worker(spec, 0, splits, weights, str(tmp_path / "b"), phase1_sha256=digest)
+
+    after = 1 if len(damaged) == 1 else 0
+    assert resumed["resumed_from_epoch"] == after
+    assert [f.split(":")[0] for f in resumed["resume_fallbacks"]] == [
+        str(directory / name) for name in damaged
+    ]
+    assert all("checksum mismatch" in f for f in resumed["resume_fallbacks"])
+    [fallback] = json.loads((directory / "attempts.json").read_text())["fallbacks"]
+    assert fallback["resumed_after"] == after and len(fallback["skipped"]) == len(damaged)
+    a, b = load_state_dict(whole["checkpoint"]), load_state_dict(resumed["checkpoint"])
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_a_damaged_pointer_file_starts_from_the_phase1_weights(tmp_path):
+    spec = tiny_spec(tmp_path, phase2={"epochs": 2})
+    weights, digest = phase1_weights(spec, tmp_path / "p1")
+    splits = load_splits(spec.data)
+    with pytest.raises(Interrupt):
+        phase2_worker(spec, 0, splits, weights, str(tmp_path), StopAfter(1), digest)
+    pointer = tmp_path / "phase2" / "worker-0" / "resume.json"
+    pointer.write_text(pointer.read_text()[:20])  # truncated
+    resumed = phase2_worker(spec, 0, splits, weights, str(tmp_path), phase1_sha256=digest)
+    assert resumed["resumed_from_epoch"] == 0
+    [skipped] = resumed["resume_fallbacks"]
+    assert re.fullmatch(f"{pointer}: not valid JSON at line \\d+: the file is truncated or damaged",
+                        skipped)  # fmt: skip
 
 
 def test_a_corrupted_phase1_checkpoint_is_not_loaded(tmp_path):

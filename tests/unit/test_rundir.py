@@ -5,6 +5,8 @@ Run: pytest tests/unit/test_rundir.py
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from swap import storage
 from swap.errors import SwapError
 from swap.rundir import (
     load_state_dict,
+    manifest,
     new_run_dir,
     open_run,
     read_json,
@@ -102,3 +105,57 @@ def test_resume_refuses_a_run_another_swap_version_wrote(tmp_path):
     ):
         open_run(spec, run_dir)
     assert read_json(f"{run_dir}/results.json")["versions"]["swap"] == "0.1.0"  # left as it was
+
+
+def test_a_local_write_is_fsynced_file_then_directory_before_it_returns(tmp_path, monkeypatch):
+    """Durable, not only atomic: the bytes are flushed to disk under the temporary name, then
+    the directory entry of the rename."""
+    synced = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    target = tmp_path / "d" / "results.json"
+    storage.write_bytes(str(target), b"{}")
+    assert len(synced) == 2
+    assert synced[0].startswith(f"{tmp_path}/d/.results.json.") and synced[1] == f"{tmp_path}/d"
+    assert target.read_bytes() == b"{}"
+
+
+def test_a_damaged_json_record_is_named_in_one_line(tmp_path):
+    record = tmp_path / "results.json"
+    record.write_text('{"status": "finished", "phase1": {"epo')
+    with pytest.raises(SwapError, match=rf"^{record}: not valid JSON at line 1: the file is "):
+        read_json(str(record))
+    record.write_bytes(b"\xff\xfe{")
+    with pytest.raises(SwapError, match="not valid JSON: the file is truncated or damaged"):
+        read_json(str(record))
+
+
+def test_a_new_run_is_recorded_as_it_opens(tmp_path):
+    """results.json exists from the start: a driver killed at any moment is resumable."""
+    run_dir, results = open_run(tiny_spec(tmp_path), None)
+    assert read_json(f"{run_dir}/results.json") == results
+    assert results["status"] == "running" and "phase1" not in results
+
+
+def test_the_manifest_lists_every_checkpoint_swag_statistics_too(tmp_path):
+    run_dir = str(tmp_path)
+    results = {
+        "phase1": {"checkpoint": f"{run_dir}/phase1/checkpoint_0", "sha256": "a"},
+        "phase2": {"workers": [
+            {"checkpoint": f"{run_dir}/phase2/worker-0/model.pt", "sha256": "b",
+             "swag": f"{run_dir}/phase2/worker-0/swag.pt", "swag_sha256": "c"},
+            {"index": 1, "status": "failed"},
+        ]},
+        "phase3": {"model": f"{run_dir}/final/model.pt", "sha256": "d"},
+    }  # fmt: skip
+    assert manifest(run_dir, results) == {
+        "final/model.pt": "d",
+        "phase1/checkpoint_0/model.pt": "a",
+        "phase2/worker-0/model.pt": "b",
+        "phase2/worker-0/swag.pt": "c",
+    }
