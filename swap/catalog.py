@@ -21,8 +21,8 @@ class DatasetFacts:
     Sizes are None where they depend on the user's files (imagefolder)."""
 
     name: str
-    num_classes: int | None  # None: counted from the class folders
-    channels: int
+    num_classes: int | None  # None: counted from the class folders or the labels
+    channels: int | None  # None: read from the images (streamed sets)
     image_size: int | None  # side of the square images, pixels; None: set by data.image_size
     train_size: int | None  # examples in its training set (before data.val_fraction is held out)
     test_size: int | None
@@ -42,9 +42,14 @@ DATASETS: dict[str, DatasetFacts] = {
         # SVHN's digits are not mirror-symmetric: crop, no flip.
         DatasetFacts("svhn", 10, 3, 32, 73_257, 26_032, "crop", torchvision_files=True),
         DatasetFacts("imagefolder", None, 3, None, None, None, "resized_crop_flip"),
+        # Streamed with Ray Data from where they are kept (swap/data/stream.py): their shape,
+        # classes and augmentation come from the data and the spec.
+        DatasetFacts("parquet", None, None, None, None, None, "none"),
+        DatasetFacts("images", None, None, None, None, None, "none"),
     )
 }
 FILE_DATASETS = tuple(name for name, facts in DATASETS.items() if facts.torchvision_files)
+STREAMED_DATASETS = ("parquet", "images")
 IMAGEFOLDER_SIZE = 224  # imagefolder: side of the square crop the model sees, pixels
 IMAGEFOLDER_RESIZE_RATIO = 256 / 224  # shorter side before the test-time centre crop, per crop
 
@@ -168,6 +173,7 @@ def held_out(examples: int, val_fraction: float) -> int:
 def main() -> None:
     for f in DATASETS.values():
         shape = f"{f.channels} x {f.image_size} x {f.image_size}" if f.image_size else "any"
+        shape = shape if f.channels else "from the data"
         sizes = f"train {f.train_size:>6,}  test {f.test_size:>6,}" if f.train_size else ""
         print(f"{f.name:<14} {f.num_classes or '?':>4} classes  {shape:<12} {sizes}")
     print("architectures:", ", ".join(ARCHS), "and torchvision's:", len(TORCHVISION_ARCHS))

@@ -17,7 +17,7 @@ from swap.interrupts import stop_on_signals
 from swap.phases.phase1 import run_phase1
 from swap.phases.phase2 import run_phase2, start_phase2_processes
 from swap.phases.phase3 import run_phase3
-from swap.phases.placement import check_gpus, share_data
+from swap.phases.placement import check_gpus, check_stream_cpus, share_data
 from swap.ray_session import connect_ray
 from swap.report import print_summary, write_report
 from swap.rundir import MODEL_FILE, finished_and_intact, open_run, save_results
@@ -38,9 +38,6 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
     """
     console = console or Console()
     started = time.perf_counter()
-    # Built once, here: a missing file, bad data or a batch too large fail before a run
-    # directory exists or Ray starts.
-    spec, splits = prepare_data(spec)
     if resume is not None and (finished := finished_and_intact(spec, resume)) is not None:
         console.print(
             f"{finished['run_dir']}: finished, and every checkpoint in its manifest matches its "
@@ -48,8 +45,13 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
             soft_wrap=True,
         )
         return finished
+    # Built once, here: a missing file, bad data or a batch too large fail before a run
+    # directory exists or Ray starts.
+    spec, splits = prepare_data(spec)
     connect_ray()
     check_gpus(spec, console)  # GPUs torch cannot use: named before a run directory exists
+    if splits.stream is not None:
+        check_stream_cpus(spec)
     run_dir, results = open_run(spec, resume)  # results.json is written: resumable from here
     results["data"] = splits.summary  # sizes, classes, the validation split's chance accuracy
     earlier_seconds = results.get("total_seconds", 0.0)
@@ -73,7 +75,7 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
             if "phase1" in results:
                 console.print("phase 1 finished in an earlier attempt: kept")
             else:
-                results["phase1"] = run_phase1(spec, run_dir, data)
+                results["phase1"] = run_phase1(spec, run_dir, data, splits.stream)
             save()
             phase = 2
             console.rule("phase 2: independent small-batch workers")

@@ -29,6 +29,8 @@ RAY_DEFAULTS = {
     # Keep idle worker processes of a local Ray (Ray's default reaps those beyond one per CPU,
     # counting phase 1's ranks): phase 2 starts in processes warmed during phase 1.
     "RAY_num_workers_soft_limit": "64",
+    # Ray Data's progress bars would write over swap's output from every process that streams.
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
 }
 
 

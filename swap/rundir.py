@@ -277,8 +277,12 @@ def resumable(spec: Spec, resume: str) -> tuple[str, dict[str, Any]]:
 
 def finished_and_intact(spec: Spec, resume: str) -> dict[str, Any] | None:
     """The results of run `resume` if it finished and every file in its manifest is there with
-    its SHA-256 (then --resume has nothing to do); None if there is work left."""
-    run_dir, results = resumable(spec, resume)
+    its SHA-256 (then --resume has nothing to do); None if there is work left, or if `spec`
+    differs from the run's before its data paths are made absolute (prepare_data)."""
+    try:
+        run_dir, results = resumable(spec, resume)
+    except SpecError:
+        return None
     if results.get("status") != "finished":
         return None
     for path, digest in manifest(run_dir, results).items():

@@ -34,7 +34,9 @@ def resolve(location: Location) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), absolute(location)
     try:
         return pafs.FileSystem.from_uri(location)
-    except (pafs.ArrowInvalid, OSError, ValueError) as exc:  # unknown scheme, no credentials
+    # pyarrow.lib.ArrowInvalid is a ValueError (unknown scheme), ArrowIOError an OSError (no
+    # endpoint, region not found); pyarrow.fs has no ArrowInvalid: naming it raised AttributeError.
+    except (OSError, ValueError) as exc:
         raise SwapError(f"{location}: storage not reachable ({exc})") from None
 
 

@@ -93,7 +93,10 @@ def wait_for_jobs_api(head: Head, process: subprocess.Popen, seconds: float = 90
 
 @contextlib.contextmanager
 def ray_head(
-    num_cpus: float = 2, resources: str | None = None, num_gpus: int = 0
+    num_cpus: float = 2,
+    resources: str | None = None,
+    num_gpus: int = 0,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Head]:
     """A head node with the Jobs API, bound to 127.0.0.1, in its own short temp dir, with token
     authentication on (as Ray 2.60 has it by default) and a token of its own. `num_gpus`:
@@ -104,6 +107,7 @@ def ray_head(
     token_file.write_text(token)
     env = {
         **os.environ,
+        **(env or {}),  # e.g. a test S3 server's endpoint and keys: every node's processes
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(token_file),

@@ -52,6 +52,8 @@ class Splits:
     batch_transform: BatchTransform | None = None
     # What swap.data.checks found (sizes, classes, chance accuracy), once prepare_data checked.
     summary: dict[str, Any] | None = None
+    # A set streamed with Ray Data (swap.data.stream): its splits above are sizes only.
+    stream: Any = None
 
     def training_transform(self, seed: int, device: torch.device):
         """What makes one epoch's training batches ready on `device`, its augmentation drawn

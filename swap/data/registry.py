@@ -6,11 +6,12 @@ Run: python -c "import swap.data.registry as r, swap.spec as s; print(r.load_spl
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from swap import storage
+from swap.catalog import STREAMED_DATASETS
 from swap.data import custom, digits, files
 from swap.data.checks import check_splits
 from swap.data.common import DatasetInfo, Splits
@@ -48,6 +49,16 @@ def _file_source(dataset: files.FileDataset) -> DataSource:
     )
 
 
+def _streamed(data: Data) -> Splits:
+    """A data set streamed with Ray Data (swap.data.stream), described from its metadata, its
+    labels and a sample; that needs Ray, joined or started here (swap.ray_session)."""
+    from swap.data.stream_io import describe_stream
+    from swap.ray_session import connect_ray
+
+    connect_ray()
+    return describe_stream(data)
+
+
 DATASETS: dict[str, DataSource] = {
     "digits": DataSource(lambda data: digits.INFO, _nothing_to_check, digits.load_digits_splits),
     **{name: _file_source(dataset) for name, dataset in files.FILE_DATASETS.items()},
@@ -56,6 +67,10 @@ DATASETS: dict[str, DataSource] = {
         lambda data: _image_folders().ensure_folders(data),
         lambda data: _image_folders().load_folder_splits(data),
     ),
+    **{
+        name: DataSource(lambda data: _streamed(data).info, _nothing_to_check, _streamed)
+        for name in STREAMED_DATASETS
+    },
 }
 # "package.module:function": the spec's validation has checked that it imports.
 CUSTOM = DataSource(custom.custom_info, _nothing_to_check, custom.load_custom_splits)
@@ -92,7 +107,7 @@ def prepare_data(spec: Spec) -> tuple[Spec, Splits]:
     store: no worker reads the files or calls the function again.
     """
     paths = {
-        field: os.path.abspath(os.path.expanduser(value))
+        field: storage.absolute(value)  # a URI (a streamed set's) as it is
         for field in ("root", "train_dir", "test_dir")
         if (value := getattr(spec.data, field)) is not None
     }
@@ -100,6 +115,9 @@ def prepare_data(spec: Spec) -> tuple[Spec, Splits]:
     ensure_data(data)
     prepared = spec.model_copy(update={"data": data})
     splits = load_splits(data)
+    if splits.stream is not None:  # checked as it was described, without reading its images
+        check_batch_sizes(prepared, len(splits.train) + len(splits.val), f"data set {data.dataset}")
+        return prepared, splits
     summary = check_splits(splits, data.dataset, val_expected=data.val_fraction > 0)
     check_batch_sizes(prepared, len(splits.train) + len(splits.val), f"data set {data.dataset}")
     return prepared, dataclasses.replace(splits, summary=summary)

@@ -10,9 +10,11 @@ from pathlib import Path
 from torch import nn
 
 from swap import storage
+from swap.catalog import STREAMED_DATASETS
+from swap.data.common import DatasetInfo
 from swap.data.registry import dataset_info
 from swap.models.registry import build_model
-from swap.rundir import MODEL_FILE, load_state_dict, read_run_spec
+from swap.rundir import MODEL_FILE, load_state_dict, read_json, read_run_spec
 from swap.spec import Spec
 
 
@@ -30,7 +32,13 @@ def load_model(run_dir: str | Path, checkpoint: str | Path | None = None) -> nn.
     `load_state_dict(torch.load(f"{run_dir}/final/model.pt", weights_only=True))`.
     """
     run_dir = str(run_dir)
-    model = model_for(read_run_spec(run_dir))
+    spec = read_run_spec(run_dir)
+    if spec.data.dataset in STREAMED_DATASETS:  # its shape as the run recorded it: no reading
+        data = read_json(storage.join(run_dir, "results.json"))["data"]
+        channels, size, _ = data["image_shape"]
+        model = build_model(spec.model, DatasetInfo(data["classes"], channels, size))
+    else:
+        model = model_for(spec)
     model.load_state_dict(
         load_state_dict(str(checkpoint or storage.join(run_dir, "final", MODEL_FILE)))
     )

@@ -13,6 +13,7 @@ from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from swap import metrics
+from swap.data.stream import Stream
 from swap.errors import JobFailed
 from swap.interrupts import in_thread
 from swap.phases import ddp
@@ -22,10 +23,13 @@ from swap.spec import Spec
 from swap.storage import join
 
 
-def run_phase1(spec: Spec, run_dir: str, data: ObjectRef) -> dict[str, Any]:
+def run_phase1(
+    spec: Spec, run_dir: str, data: ObjectRef, stream: Stream | None = None
+) -> dict[str, Any]:
     """Phase 1 as one Ray Train run on the job's `data` (swap.phases.placement.share_data); its
     checkpoints go to `<run_dir>/phase1/`. Returns rank 0's summary, with `checkpoint`: the
-    directory of the last epoch's `model.pt`.
+    directory of the last epoch's `model.pt`. A streamed set (`stream`) is handed to Ray Train,
+    which splits one Ray Data pipeline of its training rows over the ranks, equal in rows.
 
     Ray Train restarts the group from the last epoch's checkpoint after a worker dies (up to
     `phase1.max_failures` times), and a rerun into the same run directory resumes there too.
@@ -37,6 +41,7 @@ def run_phase1(spec: Spec, run_dir: str, data: ObjectRef) -> dict[str, Any]:
     trainer = TorchTrainer(
         phase1_worker,
         train_loop_config={"spec": spec, "run_id": labels.job, "data": data},
+        datasets={"train": stream.rows("train")} if stream is not None else None,
         torch_config=TorchConfig(backend=ddp.backend(gpu)),
         scaling_config=ScalingConfig(
             num_workers=spec.phase1.workers,

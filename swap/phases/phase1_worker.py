@@ -18,11 +18,12 @@ import ray.train
 import ray.train.torch
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset, Subset
 
 from swap import metrics, seeds, storage
 from swap.data.common import Splits
-from swap.data.loaders import EpochBatches, eval_loader, loader_settings, train_loader
+from swap.data.feeds import EpochLoader, Held, evaluation_feed, training_feed
+from swap.data.loaders import loader_settings
+from swap.data.stream import StreamEpochs
 from swap.models.registry import build_model
 from swap.phases import ddp
 from swap.rundir import MODEL_FILE, load_state_dict, save_state_dict
@@ -80,8 +81,7 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
     model = ray.train.torch.prepare_model(
         to_memory_format(build_model(spec.model, me.splits.info), me.precision)
     )
-    order = phase1_batches(me.splits.train, spec, me.rank, me.world)
-    batches = train_loader(me.splits.train, order, loader_settings(spec))
+    batches = phase1_feed(me.splits, spec, me.rank, me.world)
     optimizer = sgd(model, spec.phase1.lr, spec.phase1.momentum, spec.phase1.weight_decay)
     scheduler = phase1_schedule(optimizer, spec, steps=len(batches))
     # Restored after DDP wrapping, so optimizer state lands on the parameters' device.
@@ -92,7 +92,7 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     while (stop_reason := stop_reason_of(history, spec.phase1)) is None:
         epoch = len(history) + 1
-        order.set_epoch(epoch)
+        batches.set_epoch(epoch)
         torch.manual_seed(seeds.phase1_rng(spec.seed, me.rank, epoch))
         prepare = me.splits.training_transform(seeds.phase1_augment(spec.seed, me.rank, epoch),
                                                device)  # fmt: skip
@@ -139,8 +139,8 @@ def summary(
     the bare module: DDP's forward is a collective, and shards may differ in batches.
     """
     ddp.broadcast_buffers(module)
-    test = evaluate_sharded(module, me, me.splits.test)
-    val = evaluate_sharded(module, me, me.splits.val)
+    test = evaluate_sharded(module, me, "test")
+    val = evaluate_sharded(module, me, "val")
     return {
         "epochs": len(history),
         "stop_reason": stop_reason,
@@ -155,11 +155,15 @@ def summary(
     }
 
 
-def phase1_batches(train: Dataset, spec: Spec, rank: int, world: int) -> EpochBatches:
+def phase1_feed(splits: Splits, spec: Spec, rank: int, world: int) -> EpochLoader | StreamEpochs:
     """Rank `rank`'s batches: one permutation per epoch from phase 1's order stream, shared by
-    the ranks, each taking its shard of every global batch of `phase1.batch_size`."""
+    the ranks, each taking its shard of every global batch of `phase1.batch_size`. A streamed
+    set: this rank's shard of the pipeline Ray Train splits over the ranks, shuffled in a buffer
+    from the same stream."""
+    shard = (lambda epoch: ray.train.get_dataset_shard("train")) if splits.stream else None
     order_seed = partial(seeds.phase1_order, spec.seed)
-    return EpochBatches(train, spec.phase1.batch_size // world, order_seed, rank=rank, world=world)
+    return training_feed(splits, spec.phase1.batch_size // world, order_seed,
+                         loader_settings(spec), rank=rank, world=world, shard=shard)  # fmt: skip
 
 
 def stop_reason_of(history: list[dict[str, Any]], p1: Any) -> str | None:
@@ -231,9 +235,10 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def evaluate_sharded(model: torch.nn.Module, me: Rank, dataset: Dataset) -> EpochStats:
-    """Each rank evaluates every `world`-th example (no padding, so every example counts once)."""
-    shard = Subset(dataset, range(me.rank, len(dataset), me.world))  # type: ignore[arg-type]
-    batches = eval_loader(shard, me.spec.phase3.batch_size, loader_settings(me.spec))
+def evaluate_sharded(model: torch.nn.Module, me: Rank, split: Held) -> EpochStats:
+    """Each rank evaluates its share of `split` (every `world`-th example; no padding, so every
+    example counts once), summed over the ranks."""
+    batches = evaluation_feed(me.splits, split, me.spec.phase3.batch_size,
+                              loader_settings(me.spec), rank=me.rank, world=me.world)  # fmt: skip
     stats = evaluate(model, batches, me.device, me.precision, me.splits.batch_transform)
     return ddp.sum_over_ranks(stats, me.device)

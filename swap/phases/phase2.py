@@ -15,6 +15,7 @@ from ray import ObjectRef
 from rich.console import Console
 
 from swap import metrics, seeds, storage
+from swap.catalog import STREAMED_DATASETS
 from swap.data.common import Splits
 from swap.errors import DivergenceError, SwapError
 from swap.models.registry import build_model
@@ -96,14 +97,16 @@ def run_phase2(
         max_retries=spec.phase2.max_retries,
         retry_exceptions=[OSError],  # storage hiccups; not divergence, not bugs
     )
-    pending = {
-        task.remote(spec, index, data, phase1_weights, run_dir, phase1_sha256): index
-        for index in range(spec.phase2.workers)
-        if index not in workers
-    }
+    queued = [index for index in range(spec.phase2.workers) if index not in workers]
+    at_once = stream_slots(spec) if spec.data.dataset in STREAMED_DATASETS else len(queued)
+    pending: dict[ObjectRef, int] = {}
     try:
-        while pending:
-            metrics.record_phase2_workers(labels, len(pending), workers.values())
+        while queued or pending:
+            while queued and len(pending) < at_once:
+                index = queued.pop(0)
+                ref = task.remote(spec, index, data, phase1_weights, run_dir, phase1_sha256)
+                pending[ref] = index
+            metrics.record_phase2_workers(labels, len(pending) + len(queued), workers.values())
             [ref], _ = ray.wait(list(pending), num_returns=1)
             index = pending.pop(ref)
             workers[index] = collect(spec, run_dir, index, ref, console)
@@ -118,6 +121,14 @@ def run_phase2(
     metrics.record_phase_seconds(labels, 2, seconds)
     before = (earlier or {}).get("seconds", 0.0)
     return {"seconds": before + seconds, "workers": [workers[i] for i in sorted(workers)]}
+
+
+def stream_slots(spec: Spec) -> int:
+    """How many phase-2 workers may run at once on a streamed data set: as many as leave a CPU
+    of the cluster free for Ray Data's own tasks (listing, reading), which a worker waits on
+    while it holds its CPUs; at least one."""
+    total = ray.cluster_resources().get("CPU", 0)
+    return max(1, int((total - 1) // spec.resources.cpus_per_worker))
 
 
 def collect(

@@ -11,11 +11,12 @@ from functools import partial
 from typing import Any, Protocol
 
 import torch
-from torch.utils.data import Dataset
 
 from swap import seeds
 from swap.data.common import Splits
-from swap.data.loaders import EpochBatches, eval_loader, loader_settings, train_loader
+from swap.data.feeds import EpochLoader, evaluation_feed, training_feed
+from swap.data.loaders import loader_settings
+from swap.data.stream import StreamEpochs
 from swap.errors import DivergenceError
 from swap.models.registry import build_model
 from swap.rundir import (
@@ -77,7 +78,7 @@ def phase2_worker(
     """
     p2, started, device = spec.phase2, time.perf_counter(), device_for(spec)
     directory = phase2_dir(run_dir, index)
-    precision, feed = precision_for(spec, device), loader_settings(spec)
+    precision = precision_for(spec, device)
     committed, skipped = load_resume_point(directory)  # a rerun continues after its last epoch
     if skipped:  # damaged resume points: the one before, or phase 1's weights, instead
         after = len(committed["history"]) if committed is not None else 0
@@ -88,8 +89,7 @@ def phase2_worker(
     if committed is None:
         model.load_state_dict(load_state_dict(phase1_weights, phase1_sha256))
     model = to_memory_format(model.to(device), precision)
-    order = phase2_batches(splits.train, spec, index)
-    batches = train_loader(splits.train, order, feed)
+    batches = phase2_feed(splits, spec, index)
     optimizer = sgd(model, p2.lr, spec.phase2_momentum, spec.phase2_weight_decay)
     total = p2.epochs * len(batches)
     tail = first_snapshot_step(p2.swag_start, total)  # the swa schedule's tail starts there too
@@ -109,7 +109,7 @@ def phase2_worker(
                 swag.collect(model)
 
     for epoch in range(len(history) + 1, p2.epochs + 1):
-        order.set_epoch(epoch)
+        batches.set_epoch(epoch)
         torch.manual_seed(seeds.phase2_rng(spec.seed, index, epoch))
         prepare = splits.training_transform(seeds.phase2_augment(spec.seed, index, epoch), device)
         lr, epoch_started = optimizer.param_groups[0]["lr"], time.perf_counter()
@@ -154,9 +154,9 @@ def finish(
 ) -> dict[str, Any]:
     """Evaluate the trained worker on the held-out sets and save its weights."""
     bs, feed, device = spec.phase3.batch_size, loader_settings(spec), device_for(spec)
-    test = evaluate(model, eval_loader(splits.test, bs, feed), device, precision,
+    test = evaluate(model, evaluation_feed(splits, "test", bs, feed), device, precision,
                     splits.batch_transform)  # fmt: skip
-    val = evaluate(model, eval_loader(splits.val, bs, feed), device, precision,
+    val = evaluate(model, evaluation_feed(splits, "val", bs, feed), device, precision,
                    splits.batch_transform)  # fmt: skip
     saving = time.perf_counter()
     saved = save_state_dict(model.state_dict(), join(directory, MODEL_FILE))
@@ -187,10 +187,11 @@ def swag_moments(
     return SwagMoments(model, spec.phase2.swag_rank)
 
 
-def phase2_batches(train: Dataset, spec: Spec, index: int) -> EpochBatches:
-    """Worker `index`'s batches of `phase2.batch_size`, a new order each epoch from its stream."""
+def phase2_feed(splits: Splits, spec: Spec, index: int) -> EpochLoader | StreamEpochs:
+    """Worker `index`'s batches of `phase2.batch_size`, a new order each epoch from its stream
+    (a streamed set: the files in that order, then shuffled in a buffer)."""
     order_seed = partial(seeds.phase2_order, spec.seed, index)
-    return EpochBatches(train, spec.phase2.batch_size, order_seed)
+    return training_feed(splits, spec.phase2.batch_size, order_seed, loader_settings(spec))
 
 
 def resume(

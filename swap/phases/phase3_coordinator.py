@@ -19,7 +19,8 @@ from swap.averaging import average_state_dicts
 from swap.bn import refresh_bn
 from swap.calibration import quality
 from swap.data.common import Splits
-from swap.data.loaders import eval_loader, loader_settings
+from swap.data.feeds import evaluation_feed
+from swap.data.loaders import loader_settings
 from swap.errors import JobFailed, SwapError
 from swap.models.registry import build_model
 from swap.rundir import MODEL_FILE, load_state_dict, save_state_dict, verify
@@ -342,8 +343,8 @@ class Evaluation:
 
     def __post_init__(self) -> None:
         bs, feed = self.spec.phase3.batch_size, loader_settings(self.spec)
-        self.test_batches = eval_loader(self.splits.test, bs, feed)
-        self.val_batches = eval_loader(self.splits.val, bs, feed)
+        self.test_batches = evaluation_feed(self.splits, "test", bs, feed)
+        self.val_batches = evaluation_feed(self.splits, "val", bs, feed)
 
     def score(self, model: torch.nn.Module) -> Scores:
         return Scores(self._on(model, self.test_batches), self._on(model, self.val_batches))
@@ -369,8 +370,8 @@ def refresh(
     `phase3.bn_batches` caps it at that many batches of a fixed (seeded) shuffle; null uses
     every training example once."""
     shuffle = seeds.stream_seed(spec.seed, "phase3", seeds.BN)
-    loader = eval_loader(splits.train_plain, spec.phase3.batch_size, loader_settings(spec),
-                         shuffle_seed=shuffle)  # fmt: skip
+    loader = evaluation_feed(splits, "train", spec.phase3.batch_size, loader_settings(spec),
+                             shuffle_seed=shuffle)  # fmt: skip
     batches = ready_inputs(loader, device, precision, splits.batch_transform)
     if spec.phase3.bn_batches is not None:
         batches = itertools.islice(batches, spec.phase3.bn_batches)

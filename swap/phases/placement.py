@@ -117,6 +117,21 @@ def check_gpus(spec: Spec, console: Console) -> None:
         raise SwapError("\n".join(problems))
 
 
+def check_stream_cpus(spec: Spec) -> None:
+    """A streamed data set needs a CPU of the cluster that phase 1's ranks leave free: Ray
+    Data's own tasks (listing, reading) ask for one, and Ray Train's ranks hold theirs for the
+    whole phase, so with none left phase 1 would wait forever. A SwapError naming the field."""
+    total = ray.cluster_resources().get("CPU", 0)
+    held = spec.phase1.workers * spec.resources.cpus_per_worker
+    if total - held < 1:
+        raise SwapError(
+            f"resources.cpus_per_worker: phase 1's {spec.phase1.workers} ranks x "
+            f"{spec.resources.cpus_per_worker:g} CPUs hold {held:g} of the cluster's {total:g} "
+            f"CPUs, and data.dataset {spec.data.dataset} is streamed by Ray Data, whose tasks "
+            "need one free: lower resources.cpus_per_worker or phase1.workers, or add CPUs"
+        )
+
+
 GPU_CHECK_SECONDS = 120  # a fresh process on each GPU node importing torch
 
 

@@ -22,12 +22,20 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     """Read, override and validate a spec file; every problem is reported at once."""
     source = str(path)
     try:
-        text = Path(path).read_text()
+        text = _read_text(path)
     except OSError as exc:
         raise SpecError([f"{source}: cannot read the spec: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise SpecError([f"{source}: cannot read the spec: not UTF-8 text"]) from None
     return parse_spec(text, source, overrides)
+
+
+def _read_text(path: str | Path) -> str:
+    if "://" in str(path):  # a run's spec.yaml in object storage (swap average --spec s3://...)
+        from swap import storage  # pyarrow: only then, `swap validate` stays torch- and arrow-free
+
+        return storage.read_bytes(path).decode()
+    return Path(path).read_text()
 
 
 def parse_spec(text: str, source: str, overrides: list[str] | tuple[str, ...] = ()) -> Spec:

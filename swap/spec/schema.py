@@ -34,6 +34,10 @@ from swap.catalog import (
 from swap.user_code import accepts, import_function, is_reference
 
 
+def is_uri(value: str) -> bool:
+    return "://" in value
+
+
 def _number(value: Any) -> float:
     """A real number: YAML ints/floats, or strings like "5e-4" (which YAML 1.1 leaves as text)."""
     if isinstance(value, bool):
@@ -58,6 +62,18 @@ NonNegativeNumber = Annotated[Number, Field(ge=0)]
 Fraction = Annotated[Number, Field(ge=0, lt=1)]  # in [0, 1)
 Accuracy = Annotated[Number, Field(gt=0, le=1)]  # in (0, 1]
 
+# Data fields that only some data sets take.
+FIELD_DATASETS = {
+    "train_dir": ("imagefolder", "images", "parquet"),
+    "test_dir": ("imagefolder", "images", "parquet"),
+    "image_size": ("imagefolder", "images"),
+    "resize": ("imagefolder",),
+    "image_column": ("parquet",),
+    "label_column": ("parquet",),
+    "num_classes": ("parquet",),
+    "augmentation": ("images", "parquet"),
+    "decode_cpus": ("images", "parquet"),
+}
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 DATASET_NAMES = ", ".join(DATASETS)
 
@@ -82,12 +98,24 @@ class Data(Section):
     download: StrictBool = field(
         False, "torchvision sets: fetch missing files into root (internet)"
     )
-    train_dir: StrictStr | None = field(None, "imagefolder: training images, a folder per class")
-    test_dir: StrictStr | None = field(None, "imagefolder: test images, the same class folders")
+    train_dir: StrictStr | None = field(
+        None,
+        "imagefolder, images: a folder per class; parquet: its shards (images, parquet: URIs too)",
+    )
+    test_dir: StrictStr | None = field(None, "the test set, as train_dir (the same class folders)")
+    image_column: StrictStr = field("image", "parquet: encoded images (PNG, JPEG) or pixel arrays")
+    label_column: StrictStr = field("label", "parquet: class indices, 0 to classes - 1")
+    num_classes: PositiveInt | None = field(None, "parquet: classes (null: the largest label + 1)")
+    augmentation: Literal["none", "crop", "crop_flip"] = field(
+        "none", "images, parquet: pad-and-crop by side/8 (crop), and flips (crop_flip)"
+    )
+    decode_cpus: NonNegativeNumber = field(
+        0, "images, parquet: Ray CPUs per read-and-decode task (0: beside training; 1: free CPUs)"
+    )
     augment: StrictBool = field(True, "the data set's standard training augmentation")
     val_fraction: Fraction = field(0.1, "share of the training set held out (never the test set)")
     image_size: PositiveInt | None = field(
-        None, f"imagefolder: side of the square crop, pixels (null: {IMAGEFOLDER_SIZE})"
+        None, f"imagefolder: square crop, pixels (null: {IMAGEFOLDER_SIZE}); images: resized to it"
     )
     resize: PositiveInt | None = field(
         None, "imagefolder: shorter side before the test crop, pixels (null: 8/7 x image_size)"
@@ -144,18 +172,33 @@ class Data(Section):
 
     @field_validator("train_dir", "test_dir", "image_size", "resize")
     @classmethod
-    def _imagefolder_only(cls, value: Any, info: ValidationInfo) -> Any:
+    def _folders_only(cls, value: Any, info: ValidationInfo) -> Any:
         dataset = info.data.get("dataset")
         if dataset is None:
             return value
-        if value is None and dataset == "imagefolder" and info.field_name.endswith("_dir"):
-            raise ValueError("required for data.dataset: imagefolder")
-        if value is not None and dataset != "imagefolder":
-            raise ValueError(f"only for data.dataset: imagefolder (not {dataset})")
+        takes = FIELD_DATASETS[info.field_name]
+        if value is None and dataset in takes and info.field_name.endswith("_dir"):
+            raise ValueError(f"required for data.dataset: {dataset}")
+        if value is not None and dataset not in takes:
+            raise ValueError(f"only for data.dataset: {' or '.join(takes)} (not {dataset})")
+        uri = isinstance(value, str) and is_uri(value)
+        if uri and dataset == "imagefolder":
+            raise ValueError("imagefolder reads local or shared folders; for s3://, gs:// "
+                             "use data.dataset: images (streamed with Ray Data)")  # fmt: skip
         if info.field_name == "resize" and value is not None:
             size = info.data.get("image_size") or IMAGEFOLDER_SIZE
             if value < size:
                 raise ValueError(f"must be at least the crop, data.image_size ({size})")
+        return value
+
+    @field_validator("image_column", "label_column", "num_classes", "augmentation", "decode_cpus")
+    @classmethod
+    def _streamed_only(cls, value: Any, info: ValidationInfo) -> Any:
+        dataset = info.data.get("dataset")
+        takes = FIELD_DATASETS[info.field_name]
+        default = cls.model_fields[info.field_name].default
+        if dataset is not None and value != default and dataset not in takes:
+            raise ValueError(f"only for data.dataset: {' or '.join(takes)} (not {dataset})")
         return value
 
     @field_validator("mean", "std")
@@ -167,6 +210,8 @@ class Data(Section):
         if is_reference(dataset):
             raise ValueError("a custom data set normalizes its own examples")
         channels = DATASETS[dataset].channels
+        if channels is None:  # a streamed set's: checked against its images (prepare_data)
+            return value
         if len(value) != channels:
             raise ValueError(f"expected {channels} value(s), one per channel of {dataset}")
         return value
@@ -386,7 +431,7 @@ class Spec(Section):
         if data is None or is_reference(data.dataset) or value.arch in ARCHS:
             return value
         channels = DATASETS[data.dataset].channels
-        if is_reference(value.arch) or channels == 3:
+        if is_reference(value.arch) or channels in (3, None):
             return value
         raise PydanticCustomError(
             "cross_field",

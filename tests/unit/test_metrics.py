@@ -201,7 +201,7 @@ def test_checkpoint_size_from_what_was_saved_or_from_a_local_file(recorded, tmp_
 
 
 def test_the_driver_marks_a_failed_job(recorded, monkeypatch, tmp_path):
-    def phase1_fails(spec, run_dir, data):
+    def phase1_fails(spec, run_dir, data, stream):
         raise RuntimeError("no GPU today")
 
     monkeypatch.setattr(driver, "connect_ray", lambda: None)

@@ -147,7 +147,7 @@ def test_spec_error_lists_problems():
         (["data.dataset=a:b:c"], "data.dataset: expected 'package.module:function'"),
         (["data.dataset=imagefolder"], "data.train_dir: required for data.dataset: imagefolder"),
         (["data.dataset=cifar10", "data.train_dir=x"],
-         "data.train_dir: only for data.dataset: imagefolder (not cifar10)"),
+         "data.train_dir: only for data.dataset: imagefolder or images or parquet (not cifar10)"),
         (["data.dataset=cifar10", "data.image_size=64"], "data.image_size: only for data.data"),
         (["data.dataset=imagefolder", "data.train_dir=a", "data.test_dir=b",
           "data.image_size=224", "data.resize=200"],

@@ -14,8 +14,8 @@ import torch
 from swap import seeds
 from swap.data.registry import load_splits
 from swap.models.registry import build_model
-from swap.phases.phase1_worker import phase1_batches
-from swap.phases.phase2_worker import phase2_batches, phase2_worker
+from swap.phases.phase1_worker import phase1_feed
+from swap.phases.phase2_worker import phase2_feed, phase2_worker
 from swap.rundir import MODEL_FILE, save_state_dict
 
 from .. import custom_code
@@ -94,9 +94,9 @@ def epoch_orders(batches) -> list[tuple[int, ...]]:
 
 def test_no_rank_worker_or_epoch_replays_another_order(tmp_path):
     spec = tiny_spec(tmp_path, phase1={"batch_size": 128}, phase2={"batch_size": 64})
-    train = load_splits(spec.data).train
-    streams = {f"worker {w}": epoch_orders(phase2_batches(train, spec, w)) for w in range(3)}
-    ranks = [epoch_orders(phase1_batches(train, spec, rank, 2)) for rank in range(2)]
+    splits = load_splits(spec.data)
+    streams = {f"worker {w}": epoch_orders(phase2_feed(splits, spec, w).order) for w in range(3)}
+    ranks = [epoch_orders(phase1_feed(splits, spec, rank, 2).order) for rank in range(2)]
     streams["phase 1"] = [a + b for a, b in zip(*ranks, strict=True)]
     # The ranks shard one order: together they see each example of an epoch at most once.
     for a, b in zip(*ranks, strict=True):
