@@ -49,8 +49,9 @@ def main() -> None:
     print(f"{'what':<34} {'swap img/s':>11} {'plain img/s':>12} {'ratio':>6}")
     for label, (ours, theirs) in rows.items():
         print(f"{label:<34} {ours:>11.0f} {theirs:>12.0f} {ours / theirs:>6.2f}")
+    ratios = [f"{label}: {ours / theirs:.2f}x plain" for label, (ours, theirs) in rows.items()]
     write_results(args.out / "gpu_throughput.json", host, device=args.device, ranks=ranks,
-                  plain=plain, swap=swapped)  # fmt: skip
+                  plain=plain, swap=swapped, summary=ratios)  # fmt: skip
 
 
 def arguments() -> argparse.Namespace:
