@@ -20,6 +20,7 @@ from swap.spec import Spec, load_spec, parse_spec
 from swap.spec.defaults import commented_defaults
 
 EXIT_USER_ERROR = 2
+VERBOSE_ENV = "SWAP_VERBOSE"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +74,11 @@ def parser() -> argparse.ArgumentParser:
         "the run's own spec.yaml, unless given)",
     )
     run.add_argument(
-        "--verbose", action="store_true", help="the whole traceback of an error in your code"
+        "--verbose",
+        action="store_true",
+        default=os.environ.get(VERBOSE_ENV, "") not in ("", "0"),
+        help="the training processes' own output as Ray forwards it (instead of the live view), "
+        f"and the whole traceback of an error in your code (also: {VERBOSE_ENV}=1)",
     )
     run.set_defaults(command=run_command)
 
@@ -100,12 +105,14 @@ def parser() -> argparse.ArgumentParser:
     submit.set_defaults(command=submit_command)
 
     for name, help_text, command in [
-        ("status", "show a submitted job's status", status_command),
+        ("status", "show a run's progress (RUN_DIR) or a submitted job's status", status_command),
         ("logs", "print a submitted job's logs", logs_command),
         ("stop", "stop a submitted job", stop_command),
     ]:
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("job_id", metavar="ID", help="submission id, as `swap submit` printed")
+        what = "a run directory (path or URI), or " if name == "status" else ""
+        sub.add_argument("job_id", metavar="ID", help=f"{what}the submission id `swap submit` "
+                         "printed")  # fmt: skip
         _address_argument(sub)
         sub.set_defaults(command=command)
         if name == "logs":
@@ -161,7 +168,7 @@ def run_command(args: argparse.Namespace) -> int:
     from swap.driver import run_job  # Ray and torch: only `swap run` loads them
 
     try:
-        results = run_job(spec, Console(), resume=args.resume)
+        results = run_job(spec, Console(), resume=args.resume, verbose=args.verbose)
     except JobFailed as exc:
         print(f"swap: job failed: {exc}", file=sys.stderr)
         return 1
@@ -219,6 +226,11 @@ def _follow(job_id: str, address: str | None) -> int:
 
 
 def status_command(args: argparse.Namespace) -> int:
+    if _is_run_dir(args.job_id):
+        from swap.live import snapshot, table  # the run's own files, as the live view reads
+
+        Console().print(table(snapshot(args.job_id)))
+        return 0
     submit = ray_jobs()
     info = submit.job_info(args.job_id, args.address)
     print(f"{args.job_id}: {info.status.value}")
@@ -233,6 +245,18 @@ def status_command(args: argparse.Namespace) -> int:
         if value:
             print(f"  {label}: {value}")
     return 0
+
+
+def _is_run_dir(value: str) -> bool:
+    """A run directory (it has results.json), local or in storage, rather than a job id."""
+    if "/" not in value and not os.path.isdir(value):
+        return False
+    from swap import storage  # pyarrow: only for a path or URI
+
+    try:
+        return storage.exists(storage.join(storage.absolute(value), "results.json"))
+    except SwapError:
+        return False
 
 
 def logs_command(args: argparse.Namespace) -> int:

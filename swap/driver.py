@@ -5,15 +5,21 @@ Run: swap run configs/quickstart.yaml   (or: from swap.driver import run_job)
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 
 from swap import metrics, storage
+from swap.catalog import STREAMED_DATASETS
+from swap.data.common import Splits
 from swap.data.registry import prepare_data
 from swap.errors import RunInterrupted
 from swap.interrupts import stop_on_signals
+from swap.live import RunView
 from swap.phases.phase1 import run_phase1
 from swap.phases.phase2 import run_phase2, start_phase2_processes
 from swap.phases.phase3 import run_phase3
@@ -25,7 +31,9 @@ from swap.spec import Spec
 from swap.storage import join
 
 
-def run_job(spec: Spec, console: Console | None = None, resume: str | None = None) -> dict:
+def run_job(
+    spec: Spec, console: Console | None = None, resume: str | None = None, verbose: bool = False
+) -> dict:
     """Run the three phases; return what `results.json` holds. Ray is started if not running.
 
     With `resume` (a run directory of the same spec), a phase that finished there is not run
@@ -33,8 +41,10 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
     workers whose checkpoints are intact and resumes or reruns the others, and phase 3 runs
     again. A finished run whose checkpoints are all intact is left as it is.
 
-    The first SIGINT or SIGTERM stops the run where it is: what runs is cancelled, the run is
-    recorded as interrupted (resumable), and RunInterrupted is raised to the caller.
+    While it runs, `console` shows its progress (swap.live: a live table in a terminal, plain
+    lines elsewhere); with `verbose`, the training processes' own output instead, as Ray
+    forwards it. The first SIGINT or SIGTERM stops the run where it is: what runs is
+    cancelled, the run is recorded as interrupted (resumable), and RunInterrupted is raised.
     """
     console = console or Console()
     started = time.perf_counter()
@@ -45,10 +55,12 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
             soft_wrap=True,
         )
         return finished
+    if spec.data.dataset in STREAMED_DATASETS:  # described with Ray Data: Ray first
+        connect_ray(log_to_driver=verbose)
     # Built once, here: a missing file, bad data or a batch too large fail before a run
     # directory exists or Ray starts.
     spec, splits = prepare_data(spec)
-    connect_ray()
+    connect_ray(log_to_driver=verbose)
     check_gpus(spec, console)  # GPUs torch cannot use: named before a run directory exists
     if splits.stream is not None:
         check_stream_cpus(spec)
@@ -57,45 +69,19 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
     earlier_seconds = results.get("total_seconds", 0.0)
     console.print(f"[bold]swap[/] {spec.name}: run directory {run_dir}", soft_wrap=True)
     labels = metrics.Labels(results["run_id"], spec.name)
-    phase = 1
 
     def save() -> None:
         results["total_seconds"] = earlier_seconds + time.perf_counter() - started
         save_results(run_dir, results)
 
+    view = contextlib.nullcontext() if verbose else RunView(run_dir, console)
     try:
-        with stop_on_signals():
+        with stop_on_signals(), view:
             console.print(metrics.scrape_hint(labels), soft_wrap=True)
-            metrics.set_phase(labels, metrics.PENDING)
-            data = share_data(splits)  # every process of the job reads it from Ray's store
-            # Phase 2's processes start (imports, data) while phase 1 trains: the switch only
-            # hands them the weights.
-            warmed = start_phase2_processes(spec, data)
-            console.rule("phase 1: large-batch data-parallel SGD")
-            if "phase1" in results:
-                console.print("phase 1 finished in an earlier attempt: kept")
-            else:
-                results["phase1"] = run_phase1(spec, run_dir, data, splits.stream)
-            save()
-            phase = 2
-            console.rule("phase 2: independent small-batch workers")
-            weights = join(results["phase1"]["checkpoint"], MODEL_FILE)
-            sha, earlier = results["phase1"]["sha256"], results.get("phase2")
-            results["phase2"] = run_phase2(
-                spec, run_dir, data, weights, sha, console, warmed, earlier
-            )
-            save()
-            phase = 3
-            console.rule("phase 3: average, refresh BatchNorm, evaluate")
-            keep_earlier_final(run_dir, results, console)
-            results["phase3"] = run_phase3(
-                spec, run_dir, data, results["phase2"]["workers"], weights
-            )
-            mark_dropped(results["phase2"]["workers"], results["phase3"]["dropped"])
-            warn_if_chance(results, console)
-            results["status"] = "finished"
-            metrics.set_phase(labels, metrics.DONE)
+            refresh = getattr(view, "flush", lambda: None)
+            phases(spec, splits, run_dir, results, Context(console, labels, save, refresh))
     except RunInterrupted as exc:
+        phase = results.get("current_phase", 1)
         results.update(status="interrupted", error=f"interrupted by {exc.signal_name}")
         results["interrupted_in_phase"] = phase
         metrics.set_phase(labels, metrics.INTERRUPTED)
@@ -111,6 +97,50 @@ def run_job(spec: Spec, console: Console | None = None, resume: str | None = Non
     print_summary(results, console)
     write_report(results, run_dir, console)
     return results
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the phases' placement shares with the driver: its console, metrics labels, the
+    save of results.json, and the view's refresh (before the driver prints a line)."""
+
+    console: Console
+    labels: metrics.Labels
+    save: Callable[[], None]
+    refresh: Callable[[], None]
+
+    def entering(self, results: dict[str, Any], phase: int, title: str) -> None:
+        self.refresh()
+        results["current_phase"] = phase
+        self.save()
+        self.console.rule(f"phase {phase}: {title}")
+
+
+def phases(spec: Spec, splits: Splits, run_dir: str, results: dict[str, Any], job: Context) -> None:
+    """The three phases of one run, those finished in an earlier attempt kept."""
+    metrics.set_phase(job.labels, metrics.PENDING)
+    data = share_data(splits)  # every process of the job reads it from Ray's object store
+    # Phase 2's processes start (imports, data) while phase 1 trains: the switch only hands
+    # them the weights.
+    warmed = start_phase2_processes(spec, data)
+    job.entering(results, 1, "large-batch data-parallel SGD")
+    if "phase1" in results:
+        job.console.print("phase 1 finished in an earlier attempt: kept")
+    else:
+        results["phase1"] = run_phase1(spec, run_dir, data, splits.stream)
+    job.entering(results, 2, "independent small-batch workers")
+    weights = join(results["phase1"]["checkpoint"], MODEL_FILE)
+    sha, earlier = results["phase1"]["sha256"], results.get("phase2")
+    results["phase2"] = run_phase2(spec, run_dir, data, weights, sha, job.console, warmed,
+                                   earlier, job.refresh)  # fmt: skip
+    job.entering(results, 3, "average, refresh BatchNorm, evaluate")
+    keep_earlier_final(run_dir, results, job.console)
+    results["phase3"] = run_phase3(spec, run_dir, data, results["phase2"]["workers"], weights)
+    job.refresh()
+    mark_dropped(results["phase2"]["workers"], results["phase3"]["dropped"])
+    warn_if_chance(results, job.console)
+    results["status"] = "finished"
+    metrics.set_phase(job.labels, metrics.DONE)
 
 
 def keep_earlier_final(run_dir: str, results: dict[str, Any], console: Console) -> None:

@@ -39,16 +39,46 @@ def apply_ray_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
-def connect_ray() -> None:
-    """Join the Ray cluster in RAY_ADDRESS, or start a local one sized to this machine."""
+def connect_ray(log_to_driver: bool = True) -> None:
+    """Join the Ray cluster in RAY_ADDRESS, or start a local one sized to this machine. Without
+    `log_to_driver`, the processes' output stays in their logs (Ray's session logs, and the run
+    directory's log.txt files) instead of being forwarded here with Ray's prefix."""
+    import logging
+
     import ray  # lazily: `swap --help` and `swap validate` never pay for it
 
     if ray.is_initialized():
         return
+    # Ray's own start-up lines at INFO ("Started a local Ray instance") only when verbose.
+    quiet = {} if log_to_driver else {"logging_level": logging.WARNING}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()
+        ray.init(log_to_driver=log_to_driver, **quiet)
     else:
-        ray.init(num_cpus=os.cpu_count(), _metrics_export_port=metrics_export_port())
+        ray.init(num_cpus=os.cpu_count(), _metrics_export_port=metrics_export_port(),
+                 log_to_driver=log_to_driver, **quiet)  # fmt: skip
+    if not log_to_driver:
+        keep_system_errors_in_logs()
+
+
+def keep_system_errors_in_logs() -> None:
+    """Ray's system errors ("(raylet) A worker died ...", "Task ... will be retried") reach the
+    driver by a path of their own that `log_to_driver` does not close: a thread that prints
+    each to stderr with its coloured prefix, into the live view and into plain output. Ray
+    keeps them in its session logs (raylet.out), and the view says which worker is retrying and
+    why, so here they go to the `ray` logger at DEBUG instead. Ray has no setting for this:
+    its module function is replaced (checked to exist, so a Ray without it prints as before)."""
+    import logging
+
+    from ray._private import worker
+
+    if callable(getattr(worker, "print_to_stdstream", None)):
+        logger = logging.getLogger("ray")
+
+        def to_debug_log(data: dict, ignore_prefix: bool) -> None:
+            for line in data.get("lines", []):
+                logger.debug("(%s) %s", data.get("pid"), line)
+
+        worker.print_to_stdstream = to_debug_log
 
 
 def metrics_export_port() -> int | None:

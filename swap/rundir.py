@@ -29,6 +29,7 @@ SWAG_FILE = "swag.pt"  # a phase-2 worker's SWAG statistics (swap.swag), beside 
 RESUME_POINT = "resume.json"  # in a phase-2 worker's directory: its last committed epoch
 ATTEMPTS = "attempts.json"  # ... how many times it was started, and where it runs now
 RESULT = "result.json"  # ... written when it finished: a resumed job does not rerun it
+FAILURE = "failure.json"  # ... written by the driver when it failed for good (until a rerun)
 
 
 def new_run_dir(output_dir: str, name: str) -> str:
@@ -187,7 +188,17 @@ def record_attempt(directory: str, pid: int, node_id: str) -> dict[str, Any]:
         "nodes": [*before["nodes"], node_id],
     }
     write_json(storage.join(directory, ATTEMPTS), record)
+    storage.delete(storage.join(directory, FAILURE))  # running again: not failed any more
     return record
+
+
+def record_error(directory: str, error: BaseException) -> None:
+    """Note in attempts.json why the current attempt failed, for the one after it (a retry)
+    and for `swap status`."""
+    record = attempts_record(directory)
+    lines = str(error).strip().splitlines()
+    record["last_error"] = f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+    write_json(storage.join(directory, ATTEMPTS), record)
 
 
 def record_fallback(directory: str, skipped: list[str], resumed_after: int) -> None:

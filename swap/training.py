@@ -170,11 +170,12 @@ def train_epoch(
     precision: Precision = FLOAT32,
     stop_on_nonfinite: bool = False,
     prepare: Prepare | None = None,
-    after_step: Callable[[], None] | None = None,
+    after_step: Callable[[int, Tensor], None] | None = None,
 ) -> EpochStats:
     """One pass of SGD over `batches`, stepping the LR scheduler after every optimizer step.
     `prepare` makes each batch of inputs ready on the device (a data set's BatchTransform,
-    normalizing and augmenting), if its loader does not; `after_step` is called after each.
+    normalizing and augmenting), if its loader does not; `after_step(step, loss)` is called
+    after each (the step 1-based within the epoch, the loss a tensor on the device).
 
     With a loss scaler, a step whose gradients overflowed is skipped (and the scale lowered);
     the schedule still advances, as it counts steps taken over the data. A NaN or infinite loss
@@ -200,7 +201,7 @@ def train_epoch(
             scheduler.step()
             tally.add(logits, targets, loss)
             if after_step is not None:
-                after_step()
+                after_step(step, loss)
             if stop_on_nonfinite and step % CHECK_EVERY == 0:
                 _stop_if_nonfinite(tally.read())
     stats = tally.read()

@@ -40,7 +40,7 @@ def run_phase1(
     gpu = spec.resources.use_gpu
     trainer = TorchTrainer(
         phase1_worker,
-        train_loop_config={"spec": spec, "run_id": labels.job, "data": data},
+        train_loop_config={"spec": spec, "run_id": labels.job, "data": data, "run_dir": run_dir},
         datasets={"train": stream.rows("train")} if stream is not None else None,
         torch_config=TorchConfig(backend=ddp.backend(gpu)),
         scaling_config=ScalingConfig(

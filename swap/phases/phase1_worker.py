@@ -26,9 +26,11 @@ from swap.data.loaders import loader_settings
 from swap.data.stream import StreamEpochs
 from swap.models.registry import build_model
 from swap.phases import ddp
+from swap.progress import Progress
 from swap.rundir import MODEL_FILE, load_state_dict, save_state_dict
 from swap.schedules import lambda_lr, phase1_stop_reason, warmup_linear_decay
 from swap.spec import Spec
+from swap.storage import join
 from swap.training import (
     EpochStats,
     Precision,
@@ -89,6 +91,7 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
         ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler, me.precision, me.rank
     )
     resumed_from = len(history)  # after a restart of the group, its last checkpointed epoch
+    progress = group_progress(me, config.get("run_dir"), len(batches), history)
 
     while (stop_reason := stop_reason_of(history, spec.phase1)) is None:
         epoch = len(history) + 1
@@ -97,18 +100,39 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
         prepare = me.splits.training_transform(seeds.phase1_augment(spec.seed, me.rank, epoch),
                                                device)  # fmt: skip
         lr, started = optimizer.param_groups[0]["lr"], time.perf_counter()
+        if progress is not None:
+            progress.start_epoch(epoch)
         local = train_epoch(model, batches, optimizer, scheduler, device, me.precision,
-                            prepare=prepare)  # fmt: skip
+                            prepare=prepare, after_step=progress and progress.step)  # fmt: skip
         stats = ddp.sum_over_ranks(local, device)
         if not math.isfinite(stats.loss_sum):
             return divergence(epoch, local, device)
         history.append(epoch_record(epoch, stats, lr, time.perf_counter() - started))
+        if progress is not None:
+            progress.end_epoch(history[-1], epoch_line("phase 1", history[-1],
+                                                       spec.phase1.max_epochs))  # fmt: skip
         if me.rank == 0:
-            print(epoch_line("phase 1", history[-1], spec.phase1.max_epochs), flush=True)
             metrics.record_epoch(me.labels, history[-1], len(batches))  # the group's numbers
         state = resumable_state(optimizer, scheduler, me.precision, history)
         digest = report_epoch(unwrap(model), state, spec, me.rank, me.labels)
-    return summary(me, unwrap(model), history, stop_reason, resumed_from, digest)
+    result = summary(me, unwrap(model), history, stop_reason, resumed_from, digest)
+    if progress is not None:
+        progress.finish(test_accuracy=result["test_accuracy"])
+    return result
+
+
+def group_progress(
+    me: Rank, run_dir: str | None, steps: int, history: list[dict[str, Any]]
+) -> Progress | None:
+    """Rank 0 reports the group's progress (swap.progress) to <run_dir>/phase1; None on the
+    other ranks, and without a run directory."""
+    if me.rank != 0 or run_dir is None:
+        return None
+    p1 = me.spec.phase1
+    progress = Progress(join(run_dir, "phase1"), {"phase": 1}, p1.max_epochs, steps, p1.batch_size)
+    if history:
+        progress.resumed(history, f"phase 1  resuming after epoch {len(history)}")
+    return progress
 
 
 def phase1_schedule(
@@ -192,9 +216,7 @@ def resume(
         digest = storage.sha256(weights) if rank == 0 else None
         model.load_state_dict(load_state_dict(weights))
         state = load_state_dict(Path(directory) / TRAIN_STATE)
-    history = load_resumable_state(state, optimizer, scheduler, precision)
-    print(f"phase 1  resuming after epoch {len(history)}", flush=True)
-    return history, digest
+    return load_resumable_state(state, optimizer, scheduler, precision), digest
 
 
 def divergence(epoch: int, local: EpochStats, device: torch.device) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
@@ -22,11 +22,13 @@ from swap.models.registry import build_model
 from swap.phases.phase2_worker import phase2_worker
 from swap.phases.placement import concurrent_slots, remote_task, throughput
 from swap.rundir import (
+    FAILURE,
     RESULT,
     attempts_record,
     phase2_dir,
     read_json,
     record_attempt,
+    record_error,
     verify,
     write_json,
 )
@@ -74,6 +76,7 @@ def run_phase2(
     console: Console,
     warmed: Sequence[ObjectRef] = (),
     earlier: dict[str, Any] | None = None,
+    refresh: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """One Ray task per worker on the job's `data`, each forking the weights at
     `phase1_weights` (a path or URI, checked against `phase1_sha256`). A worker whose process
@@ -83,7 +86,8 @@ def run_phase2(
     On a resumed run (`earlier`: phase 2's record from before, if it got that far), workers
     that finished with intact checkpoints are kept, those that diverged stay failed, and every
     other is run again: from its last good epoch, or from the phase-1 weights. If the run is
-    interrupted, the workers still running are cancelled."""
+    interrupted, the workers still running are cancelled. `refresh`: brings the driver's view
+    up to date before a line about a worker is printed."""
     started = time.perf_counter()
     labels = metrics.Labels.of_run(spec.name, run_dir)
     metrics.set_phase(labels, 2)
@@ -109,7 +113,7 @@ def run_phase2(
             metrics.record_phase2_workers(labels, len(pending) + len(queued), workers.values())
             [ref], _ = ray.wait(list(pending), num_returns=1)
             index = pending.pop(ref)
-            workers[index] = collect(spec, run_dir, index, ref, console)
+            workers[index] = collect(spec, run_dir, index, ref, console, refresh)
             if workers[index]["status"] == "finished":
                 metrics.record_evaluation(labels.at(2, index), workers[index])
     except BaseException:  # interrupted: stop the workers, which resume from their epochs
@@ -132,15 +136,23 @@ def stream_slots(spec: Spec) -> int:
 
 
 def collect(
-    spec: Spec, run_dir: str, index: int, ref: ObjectRef, console: Console
+    spec: Spec,
+    run_dir: str,
+    index: int,
+    ref: ObjectRef,
+    console: Console,
+    refresh: Callable[[], None],
 ) -> dict[str, Any]:
     """Worker `index`'s record once its task ended: its result, or why it failed."""
     try:
         worker = ray.get(ref)
     except ray.exceptions.RayError as exc:
         worker = failed_worker(spec, run_dir, index, exc)
+        write_json(join(phase2_dir(run_dir, index), FAILURE), worker)  # for `swap status`
+        refresh()
         console.print(f"[red]phase 2  worker {index} dropped:[/] {worker['error']}")
         return worker
+    refresh()  # its last epochs' lines before the line that it finished
     for skipped in worker.get("resume_fallbacks", []):
         console.print(f"[yellow]phase 2  worker {index}: skipped {skipped}[/]", soft_wrap=True)
     console.print(
@@ -232,7 +244,12 @@ def phase2_task(
     node_id = ray.get_runtime_context().get_node_id()
     attempt = record_attempt(directory, pid=os.getpid(), node_id=node_id)
     events = metrics.WorkerMetrics(metrics.Labels.of_run(spec.name, run_dir).at(2, index))
-    result = phase2_worker(spec, index, splits, phase1_weights, run_dir, events, phase1_sha256)
+    try:
+        result = phase2_worker(spec, index, splits, phase1_weights, run_dir, events,
+                               phase1_sha256)  # fmt: skip
+    except Exception as exc:  # why, for the retry after it and `swap status`
+        record_error(directory, exc)
+        raise
     result.update(
         node_id=node_id,
         attempts=attempt["attempts"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
@@ -19,9 +20,11 @@ from swap.data.loaders import loader_settings
 from swap.data.stream import StreamEpochs
 from swap.errors import DivergenceError
 from swap.models.registry import build_model
+from swap.progress import Progress
 from swap.rundir import (
     MODEL_FILE,
     SWAG_FILE,
+    attempts_record,
     load_resume_point,
     load_state_dict,
     phase2_dir,
@@ -80,16 +83,19 @@ def phase2_worker(
     directory = phase2_dir(run_dir, index)
     precision = precision_for(spec, device)
     committed, skipped = load_resume_point(directory)  # a rerun continues after its last epoch
-    if skipped:  # damaged resume points: the one before, or phase 1's weights, instead
-        after = len(committed["history"]) if committed is not None else 0
-        record_fallback(directory, skipped, after)
-        start = f"after epoch {after}" if after else "from the phase-1 weights"
-        print(f"phase 2  worker {index}: {'; '.join(skipped)}: resuming {start}", flush=True)
     model = build_model(spec.model, splits.info)  # its weights come from phase 1 or `committed`
     if committed is None:
         model.load_state_dict(load_state_dict(phase1_weights, phase1_sha256))
     model = to_memory_format(model.to(device), precision)
     batches = phase2_feed(splits, spec, index)
+    attempt = max(1, attempts_record(directory)["attempts"])  # phase2_task counted this one
+    progress = Progress(directory, {"phase": 2, "worker": index}, p2.epochs, len(batches),
+                        p2.batch_size, attempt)  # fmt: skip
+    if skipped:  # damaged resume points: the one before, or phase 1's weights, instead
+        after = len(committed["history"]) if committed is not None else 0
+        record_fallback(directory, skipped, after)
+        start = f"after epoch {after}" if after else "from the phase-1 weights"
+        progress.say(f"phase 2  worker {index}: {'; '.join(skipped)}: resuming {start}")
     optimizer = sgd(model, p2.lr, spec.phase2_momentum, spec.phase2_weight_decay)
     total = p2.epochs * len(batches)
     tail = first_snapshot_step(p2.swag_start, total)  # the swa schedule's tail starts there too
@@ -97,22 +103,24 @@ def phase2_worker(
     scheduler = lambda_lr(optimizer, phase2_multiplier(p2.schedule, total, tail, floor))
     history = resume(committed, model, optimizer, scheduler, precision)
     resumed_from = len(history)
+    if history:
+        progress.resumed(history, f"phase 2  worker {index}  resuming after epoch {len(history)}")
     swag = swag_moments(spec, model, device, committed)
-    after_step = None
-    if swag is not None:
-        # Once per epoch is every len(batches) steps: training drops the partial last batch.
-        every, steps = p2.swag_every or len(batches), itertools.count(len(history) * len(batches))
+    collect = swag_hook(
+        swag, model, p2.swag_every or len(batches), tail, len(history) * len(batches)
+    )
 
-        def after_step() -> None:  # the steps swap.schedules.snapshot_steps lists
-            taken = next(steps) + 1
-            if taken > tail and taken % every == 0:
-                swag.collect(model)
+    def after_step(step: int, loss: torch.Tensor) -> None:
+        progress.step(step, loss)
+        if collect is not None:
+            collect()
 
     for epoch in range(len(history) + 1, p2.epochs + 1):
         batches.set_epoch(epoch)
         torch.manual_seed(seeds.phase2_rng(spec.seed, index, epoch))
         prepare = splits.training_transform(seeds.phase2_augment(spec.seed, index, epoch), device)
         lr, epoch_started = optimizer.param_groups[0]["lr"], time.perf_counter()
+        progress.start_epoch(epoch)
         try:
             stats = train_epoch(model, batches, optimizer, scheduler, device, precision,
                                 stop_on_nonfinite=True, prepare=prepare,
@@ -120,11 +128,12 @@ def phase2_worker(
         except DivergenceError as exc:
             raise DivergenceError(f"phase-2 worker {index}: epoch {epoch}, {exc}") from None
         history.append(epoch_record(epoch, stats, lr, time.perf_counter() - epoch_started))
-        print(epoch_line(f"phase 2  worker {index}", history[-1], p2.epochs), flush=True)
         state = resumable_state(optimizer, scheduler, precision, history)
         if swag is not None:
             state["swag"] = swag.state_dict()
         save_resume_point(directory, epoch, {"model": model.state_dict(), **state})
+        progress.end_epoch(history[-1], epoch_line(f"phase 2  worker {index}", history[-1],
+                                                   p2.epochs))  # fmt: skip
         if events:
             events.epoch(history[-1], len(batches))
 
@@ -132,15 +141,34 @@ def phase2_worker(
     if swag is not None:
         saved = save_state_dict(swag.state_dict(), join(directory, SWAG_FILE))
         result.update(swag=saved.location, swag_sha256=saved.sha256, swag_snapshots=swag.count)
-    seconds = time.perf_counter() - started
+    progress.finish(test_accuracy=result["test_accuracy"])
     return {
         **result,
         "train_accuracy": history[-1]["train_accuracy"],
-        "seconds": seconds,
+        "seconds": time.perf_counter() - started,
         "resumed_from_epoch": resumed_from,
         "resume_fallbacks": skipped,
         "history": history,
     }
+
+
+def swag_hook(
+    swag: SwagMoments | None, model: torch.nn.Module, every: int, tail: int, done: int
+) -> Callable[[], None] | None:
+    """What collects SWAG's snapshots after each step (None without SWAG): every `every` steps
+    (once an epoch: training drops the partial last batch, so an epoch is `every` steps) once
+    the first `tail` of the worker's steps are done, counting the `done` ones of earlier
+    epochs: the steps swap.schedules.snapshot_steps lists."""
+    if swag is None:
+        return None
+    steps = itertools.count(done)
+
+    def collect() -> None:
+        taken = next(steps) + 1
+        if taken > tail and taken % every == 0:
+            swag.collect(model)
+
+    return collect
 
 
 def finish(
@@ -206,6 +234,4 @@ def resume(
     if state is None:
         return []
     model.load_state_dict(state["model"])
-    history = load_resumable_state(state, optimizer, scheduler, precision)
-    print(f"phase 2  worker resuming after epoch {len(history)}", flush=True)
-    return history
+    return load_resumable_state(state, optimizer, scheduler, precision)

@@ -23,6 +23,7 @@ from swap.data.feeds import evaluation_feed
 from swap.data.loaders import loader_settings
 from swap.errors import JobFailed, SwapError
 from swap.models.registry import build_model
+from swap.progress import Progress
 from swap.rundir import MODEL_FILE, load_state_dict, save_state_dict, verify
 from swap.spec import Spec
 from swap.storage import join
@@ -56,18 +57,29 @@ def phase3_coordinator(
     averaged. Fewer than `phase2.min_workers` left fails the job.
     """
     started = time.perf_counter()
+    progress = Progress(join(run_dir, "phase3"), {"phase": 3}, epochs=0, steps=0, batch=0)
+    progress.stage("checking the workers' checkpoints", 0, len(checkpoints))
     good, dropped = check_checkpoints(checkpoints)
     if len(good) < spec.phase2.min_workers:
         raise JobFailed(
             f"phase 2: {len(good)} of {spec.phase2.workers} workers finished with a readable "
             f"checkpoint; phase2.min_workers is {spec.phase2.min_workers}"
         )
-    combined = combine(spec, splits, good, join(run_dir, "final", MODEL_FILE), phase1)
+    combined = combine(spec, splits, good, join(run_dir, "final", MODEL_FILE), phase1,
+                       progress.stage)  # fmt: skip
     if spec.phase3.swag_samples and swag:
-        posterior = multiswag(spec, splits, good, swag)
+        posterior = multiswag(spec, splits, good, swag, progress.stage)
         combined["models"] += posterior.pop("models")
         combined.update(posterior)
+    progress.finish(test_accuracy=combined["test_accuracy"])
     return {"dropped": dropped, **combined, "seconds": time.perf_counter() - started}
+
+
+Stage = Callable[[str, int, int], None]  # (what phase 3 is doing, how many done, of how many)
+
+
+def no_stage(name: str, done: int, total: int) -> None:
+    return None
 
 
 def multiswag(
@@ -75,6 +87,7 @@ def multiswag(
     splits: Splits,
     checkpoints: dict[int, str],
     swag: dict[int, tuple[str, str]],
+    stage: Stage = no_stage,
 ) -> dict[str, Any]:
     """SWAG and MultiSWAG (Wilson & Izmailov 2020): `phase3.swag_samples` models drawn from each
     worker's posterior (swap.swag, scale 0.5), each BN-refreshed and scored; a worker's SWAG is
@@ -96,6 +109,7 @@ def multiswag(
         moments = SwagMoments.of(model, statistics)
         alone = Ensemble()
         for draw in range(spec.phase3.swag_samples):
+            stage("SWAG draws", everyone.members, len(swag) * spec.phase3.swag_samples)
             generator = torch.Generator().manual_seed(
                 seeds.stream_seed(spec.seed, "phase3", "swag", index, draw)
             )
@@ -117,7 +131,12 @@ def multiswag(
 
 
 def combine(
-    spec: Spec, splits: Splits, checkpoints: dict[int, str], out: str, phase1: str | None = None
+    spec: Spec,
+    splits: Splits,
+    checkpoints: dict[int, str],
+    out: str,
+    phase1: str | None = None,
+    stage: Stage = no_stage,
 ) -> dict[str, Any]:
     """Phase 3's work, and `swap average`'s: the workers' `checkpoints` (index -> path or URI)
     combined into one model saved to `out`, with
@@ -146,6 +165,7 @@ def combine(
     ) -> tuple[torch.nn.Module, Scores | None, int]:
         """The average of `indices` (in index order), its scores before the BN refresh (with
         `score`), and the refresh's batches (0: none)."""
+        stage(f"averaging {len(indices)} workers", 0, 1)
         average_started = time.perf_counter()
         # A generator, so only one worker's weights are loaded at a time.
         model = build(average_state_dicts(load_state_dict(checkpoints[i]) for i in sorted(indices)))
@@ -153,6 +173,7 @@ def combine(
         before = evaluation.score(model) if score else None
         if not spec.phase3.bn_refresh:
             return model, before, 0
+        stage("refreshing BatchNorm statistics", 0, 1)
         refresh_started = time.perf_counter()
         refreshed = refresh(model, spec, splits, device, precision)
         evaluation.bn_seconds += time.perf_counter() - refresh_started
@@ -160,16 +181,19 @@ def combine(
 
     def soup_accuracy(indices: list[int]) -> float:
         """A candidate soup's validation accuracy, after its BN refresh."""
+        stage("greedy soup: trying each worker", len(indices) - 1, len(checkpoints))
         return evaluation.val_accuracy(averaged(indices, score=False)[0])
 
     if phase1 is not None:
+        stage("evaluating phase 1's model", 0, 1)
         models.append(evaluation.score(build(load_state_dict(phase1))).record("phase 1"))
     alone: dict[int, float] = {}  # each worker's own validation accuracy, for the soup
     ensemble = Ensemble() if spec.phase3.ensemble else None
     extra = {}  # seconds the greedy soup and the ensemble added
     if spec.phase3.combine == "greedy" or ensemble is not None:
         scoring = time.perf_counter()
-        for index, path in checkpoints.items():
+        for done, (index, path) in enumerate(checkpoints.items()):
+            stage("evaluating each worker", done, len(checkpoints))
             scores = evaluation.score(build(load_state_dict(path)))
             models.append(scores.record(f"worker {index}"))
             alone[index] = scores.val.accuracy
@@ -179,6 +203,7 @@ def combine(
 
     model, before, bn_batches = averaged(list(checkpoints))
     chosen, soup = sorted(checkpoints), None
+    stage("evaluating the average", 0, 1)
     after = evaluation.score(model) if bn_batches else before
     models.append(after.record("uniform average"))
     if spec.phase3.combine == "greedy":

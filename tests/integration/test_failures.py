@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -49,17 +50,60 @@ def test_a_killed_phase2_worker_is_rerun_from_its_last_epoch(tmp_path):
             lambda: committed_epoch(tmp_path, 0), "worker 0's first epoch", driver
         )
         os.kill(attempts["pid"], signal.SIGKILL)
+        # What `swap status` says of it meanwhile: its second attempt, and why.
+        retrying = wait_for(lambda: status_line(run, 0, "retrying"), "a retry in swap status",
+                            driver)  # fmt: skip
         driver.wait(timeout=300)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 0, log.read_text()[-3000:]
+    assert "attempt 2: after its process or node died" in retrying
+    assert "finished" in status_line(run, 0, "finished")
     worker = results(run)["phase2"]["workers"][0]
     assert worker["status"] == "finished"
     assert worker["attempts"] == 2
     assert worker["resumed_from_epoch"] >= epoch  # not started over
     assert [h["epoch"] for h in worker["history"]] == list(range(1, 11))
     assert results(run)["phase3"]["averaged_workers"] == [0, 1]
+    plain_lines_in_order(log.read_text(), phase1_epochs=2, epochs=10)
+
+
+def plain_lines_in_order(text: str, phase1_epochs: int, epochs: int) -> None:
+    """The output of a run whose output is a file, not a terminal: no escape codes, none of
+    Ray's per-process lines, phase 1's epochs in order before any of phase 2's, each worker's
+    epochs in order (a rerun one's continue where it resumed) and its last line that it
+    finished, then the table."""
+    assert "\x1b" not in text  # no escape codes
+    assert not RAY_PREFIX.search(text), RAY_PREFIX.search(text)
+    lines = text.splitlines()
+    phase1 = rf"phase 1  epoch +(\d+)/{phase1_epochs}"
+    first = [int(m[1]) for x in lines if (m := re.match(phase1, x))]
+    assert first == list(range(1, phase1_epochs + 1)), text[-3000:]
+    mine = {i: [x for x in lines if x.startswith(f"phase 2  worker {i}")] for i in (0, 1)}
+    for said in mine.values():
+        numbers = [int(m[1]) for x in said if (m := re.search(rf"epoch +(\d+)/{epochs}", x))]
+        assert numbers == sorted(numbers) and numbers[-1] == epochs, said
+        assert said[-1].startswith(("phase 2  worker 0 finished", "phase 2  worker 1 finished"))
+    assert set(re.search(rf"epoch +(\d+)/{epochs}", x)[1] for x in mine[1][:-1]) == {
+        str(n) for n in range(1, epochs + 1)
+    }  # the worker nobody killed: every epoch once
+    last_phase1 = max(n for n, x in enumerate(lines) if x.startswith("phase 1  epoch"))
+    assert lines.index(next(x for x in lines if x.startswith("phase 2  worker"))) > last_phase1
+    table = next(n for n, x in enumerate(lines) if "SWAP model" in x)
+    assert table > max(n for n, x in enumerate(lines) if x.startswith("phase 2  worker"))
+
+
+RAY_PREFIX = re.compile(r"\((\w+ )?pid=\d+|RayTrainWorker|phase2_task")
+
+
+def status_line(run: Path, worker: int, state: str) -> str | None:
+    """Worker `worker`'s row in `swap status RUN_DIR`, once it is in `state`."""
+    out = subprocess.run([str(SWAP), "status", str(run)], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if re.match(rf" *worker {worker} +{state} ", line):
+            return " ".join(line.split())
+    return None
 
 
 def test_resume_with_a_different_spec_is_refused(tmp_path):

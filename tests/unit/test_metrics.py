@@ -204,7 +204,7 @@ def test_the_driver_marks_a_failed_job(recorded, monkeypatch, tmp_path):
     def phase1_fails(spec, run_dir, data, stream):
         raise RuntimeError("no GPU today")
 
-    monkeypatch.setattr(driver, "connect_ray", lambda: None)
+    monkeypatch.setattr(driver, "connect_ray", lambda log_to_driver: None)
     monkeypatch.setattr(driver, "share_data", lambda splits: "the data")
     monkeypatch.setattr(driver, "start_phase2_processes", lambda spec, data: [])
     monkeypatch.setattr(driver.metrics, "scrape_hint", lambda labels: f"metrics: job={labels.job}")

@@ -59,7 +59,13 @@ def test_an_interrupted_worker_resumes_exactly(tmp_path):
         assert torch.equal(a[key], b[key]), key  # the same model as if never interrupted
     # The last two committed epochs are kept on disk: the one before is the fallback.
     files = sorted(p.name for p in (tmp_path / "b" / "phase2" / "worker-0").iterdir())
-    assert files == ["model.pt", "resume-epoch2.pt", "resume-epoch3.pt", "resume.json"]
+    assert files == ["log.txt", "model.pt", "progress.json", "resume-epoch2.pt",
+                     "resume-epoch3.pt", "resume.json"]  # fmt: skip
+    log = (tmp_path / "b" / "phase2" / "worker-0" / "log.txt").read_text().splitlines()
+    assert [line.split("  loss")[0] for line in log] == [
+        "phase 2  worker 0  epoch   1/3", "phase 2  worker 0  epoch   2/3",
+        "phase 2  worker 0  resuming after epoch 2", "phase 2  worker 0  epoch   3/3",
+    ]  # fmt: skip
 
 
 def flip_a_byte(path) -> None:
