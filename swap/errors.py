@@ -44,3 +44,26 @@ class RunInterrupted(KeyboardInterrupt):
     @property
     def exit_status(self) -> int:
         return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+def system_failure(exc: BaseException) -> bool:
+    """A failure of Ray itself under the code that ran, not of that code: a task's or an
+    actor's process or node died (a node lost mid-epoch took one of Ray Data's tasks, or one of
+    the actors Ray Data keeps one of per cluster), an object lost with it. A rerun can fix it."""
+    import ray.exceptions
+
+    return isinstance(exc, ray.exceptions.RayError) and not isinstance(
+        exc, ray.exceptions.RayTaskError
+    )
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a chain: Ray's task errors (`cause`), then `__cause__`."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "cause", None) or exc.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return exc

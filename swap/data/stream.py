@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from swap.errors import SwapError
+from swap.errors import SwapError, root_cause, system_failure
 
 Split = Literal["train", "val", "test"]
 HASH_RANGE = 10_000  # validation: the rows whose key is below val_fraction of it
@@ -245,28 +245,6 @@ def failures_named() -> Iterator[None]:
         if isinstance(cause, OSError) or system_failure(cause):  # a rerun can fix both
             raise OSError(f"reading the data failed: {type(cause).__name__}: {said}") from None
         raise
-
-
-def system_failure(exc: BaseException) -> bool:
-    """A failure of Ray itself under a pipeline, not of its code: a task's or an actor's
-    process or node died (a node lost mid-epoch), an object lost with it."""
-    import ray.exceptions
-
-    return isinstance(exc, ray.exceptions.RayError) and not isinstance(
-        exc, ray.exceptions.RayTaskError
-    )
-
-
-def root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception of a chain: Ray's task errors (`cause`), then `__cause__`."""
-    seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = getattr(exc, "cause", None) or exc.__cause__
-        if not isinstance(inner, BaseException):
-            break
-        exc = inner
-    return exc
 
 
 def normalization_of(sample: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:

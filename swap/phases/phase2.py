@@ -17,7 +17,7 @@ from rich.console import Console
 from swap import metrics, seeds, storage
 from swap.catalog import STREAMED_DATASETS
 from swap.data.common import Splits
-from swap.errors import DivergenceError, SwapError
+from swap.errors import DivergenceError, SwapError, root_cause, system_failure
 from swap.models.registry import build_model
 from swap.phases.phase2_worker import phase2_worker
 from swap.phases.placement import concurrent_slots, remote_task, throughput
@@ -214,8 +214,9 @@ DIVERGED = "diverged"  # a worker's loss went non-finite: not rerun, here or on 
 
 
 def failure_kind(exc: Exception) -> str:
-    """Why a worker's task failed: `diverged`; `storage` (an OSError); `error` (another
-    exception in the worker); `process` (its process or node died, or it was cancelled)."""
+    """Why a worker's task failed: `diverged`; `storage` (an OSError: storage, or Ray
+    losing a node or actor under the worker); `error` (another exception in the worker);
+    `process` (its process or node died, or it was cancelled)."""
     if isinstance(exc, ray.exceptions.RayTaskError):
         if isinstance(exc.cause, DivergenceError):
             return DIVERGED
@@ -248,8 +249,13 @@ def phase2_task(
         result = phase2_worker(spec, index, splits, phase1_weights, run_dir, events,
                                phase1_sha256)  # fmt: skip
     except Exception as exc:  # why, for the retry after it and `swap status`
-        record_error(directory, exc)
-        raise
+        cause = root_cause(exc)
+        if not system_failure(cause):
+            record_error(directory, exc)
+            raise
+        lost = OSError(f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}")
+        record_error(directory, lost)  # Ray lost a node or actor under the worker: Ray reruns
+        raise lost from exc  # OSErrors (retry_exceptions), as it does a storage error
     result.update(
         node_id=node_id,
         attempts=attempt["attempts"],

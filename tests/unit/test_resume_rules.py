@@ -9,6 +9,8 @@ Run: pytest tests/unit/test_resume_rules.py
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import pytest
 import ray.exceptions
@@ -16,7 +18,8 @@ import torch
 from rich.console import Console
 
 from swap.driver import keep_earlier_final, warn_if_chance
-from swap.errors import DivergenceError
+from swap.errors import DivergenceError, root_cause
+from swap.phases import phase2
 from swap.phases.phase2 import failure_kind, kept_workers
 from swap.report import print_summary
 from swap.rundir import MODEL_FILE, RESULT, phase2_dir, save_state_dict, write_json
@@ -125,3 +128,35 @@ def test_models_no_better_than_chance_are_flagged_in_the_results_and_the_table()
     assert shown.count("⚠ chance") == 2
     assert "⚠ phase 2 · worker 0: no better than chance on validation: 10.00%" in shown
     assert "⚠ the SWAP model: no better than chance" in shown
+
+
+@pytest.mark.parametrize(
+    "error, raised",
+    [
+        (ray.exceptions.ActorDiedError(), OSError),  # one of Ray Data's actors, on a lost node
+        (ray.exceptions.RayTaskError("read", "tb", ray.exceptions.NodeDiedError("lost")), OSError),
+        (ValueError("a bug"), ValueError),
+        (DivergenceError("non-finite loss"), DivergenceError),
+    ],
+)
+def test_ray_losing_something_under_a_worker_is_rerun_like_a_storage_error(
+    tmp_path, monkeypatch, error, raised
+):
+    def worker(*args):
+        raise error
+
+    monkeypatch.setattr(phase2, "phase2_worker", worker)
+    monkeypatch.setattr(phase2.ray, "get_runtime_context", lambda: _Context())
+    with pytest.raises(raised) as caught:
+        phase2.phase2_task(tiny_spec(tmp_path), 0, None, "", str(tmp_path), "")
+    assert (raised is OSError) == isinstance(caught.value, OSError)  # what Ray retries
+    recorded = json.loads((Path(phase2_dir(str(tmp_path), 0)) / "attempts.json").read_text())
+    assert recorded["attempts"] == 1
+    assert recorded["last_error"].startswith(f"{raised.__name__}: ")
+    if raised is OSError:
+        assert type(root_cause(error)).__name__ in recorded["last_error"]
+
+
+class _Context:
+    def get_node_id(self) -> str:
+        return "node-a"
