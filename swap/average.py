@@ -22,6 +22,7 @@ from swap.errors import SwapError
 from swap.phases.phase3_coordinator import combine
 from swap.rundir import MODEL_FILE, read_json, read_run_spec, verify
 from swap.spec import Spec
+from swap.training import use_cpus
 
 AVERAGE_DIR = "average"  # swap average RUN_DIR writes RUN_DIR/average/model.pt by default
 
@@ -72,7 +73,7 @@ def average_checkpoints(
         raise SwapError(f"-o {out}: is one of the checkpoints; it would be overwritten")
     spec, splits = prepare_data(spec)
     spec = on_this_machine(spec, warn)
-    torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))  # as phase 3's task
+    use_cpus(spec.resources.cpus_per_worker)  # as phase 3's task
     try:
         return combine(spec, splits, checkpoints, out, phase1)
     except ValueError as exc:  # swap.averaging: "state dict <n>: ..." (1-based)

@@ -5,9 +5,9 @@ Run: python -c "from swap.progress import Progress; help(Progress)"
 
 Each phase-1 group (rank 0), phase-2 worker and the coordinator keeps one `progress.json`
 (atomic, small) and one `log.txt` (its own lines: epochs, resumes; what Ray would otherwise
-forward with its process prefix). The cost per training step is one clock read and one
-addition on the device; the loss is read back only when a second has passed (bench/progress.py).
-No Ray here.
+forward with its process prefix), neither fsynced: a crash may leave them stale, never torn.
+The cost per training step is one clock read and one addition on the device; the loss is read
+back only when a second has passed (bench/progress.py). No Ray here.
 """
 
 from __future__ import annotations
@@ -108,11 +108,12 @@ class Progress:
         in the run directory's log.txt."""
         print(line, flush=True)
         self.lines.append(line)
-        storage.write_bytes(self.log_location, ("\n".join(self.lines) + "\n").encode())
+        storage.write_bytes(self.log_location, ("\n".join(self.lines) + "\n").encode(),
+                            durable=False)  # fmt: skip
 
     def write(self) -> None:
         self.state["updated_at"] = time.time()
-        storage.write_bytes(self.location, json.dumps(self.state).encode())
+        storage.write_bytes(self.location, json.dumps(self.state).encode(), durable=False)
 
 
 def earlier_lines(location: str) -> list[str]:

@@ -92,3 +92,21 @@ def phase1_stop_reason(
     if epochs_done >= max_epochs:
         return "max_epochs"
     return None
+
+
+CHECKPOINT_SHARE = 0.02  # automatic phase-1 checkpoints: at most this share of the time
+
+
+def checkpoint_due(
+    epoch: int, stopping: bool, every: int | None, since_last: float, last_cost: float | None
+) -> bool:
+    """Whether phase 1 checkpoints after `epoch`: always after its last epoch (phase 2 starts
+    from it); every `every` epochs when given; else (automatic) after the first epoch, then once
+    the seconds since the last checkpoint reach its cost (`last_cost`, seconds) divided by
+    CHECKPOINT_SHARE, so checkpoints take at most that share of phase 1 while a restart loses
+    at most that much time."""
+    if stopping:
+        return True
+    if every is not None:
+        return epoch % every == 0
+    return last_cost is None or since_last * CHECKPOINT_SHARE >= last_cost

@@ -46,6 +46,16 @@ class Precision:
 FLOAT32 = Precision()
 
 
+def use_cpus(cpus: float) -> int:
+    """torch's intra-op threads in this training process: one per whole Ray CPU it was given
+    (at least one). Ray's own default (OMP_NUM_THREADS) is read once, when torch starts, and a
+    reused process may have started for a task of another size. Returns the number, for the
+    results."""
+    threads = max(1, int(cpus))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def device_for(spec: Spec) -> torch.device:
     """The device of a phase-2 worker or the coordinator: the GPU Ray gave it, or the CPU.
     (Phase-1 ranks get theirs from Ray Train, one per rank.)"""

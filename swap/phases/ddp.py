@@ -45,6 +45,16 @@ def first_bad_step(step: int | None, device: torch.device) -> int | None:
     return None if smallest == NO_STEP else smallest
 
 
+def rank0_decides(decision: bool, device: torch.device) -> bool:
+    """Rank 0's `decision`, on every rank (a decision from one rank's clock, which the others'
+    would not all share)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return decision
+    value = torch.tensor([int(decision)], dtype=torch.int64, device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
 def broadcast_buffers(module: nn.Module) -> None:
     """Every rank takes rank 0's buffers (BatchNorm statistics). The buffers live where the
     module does, on the training device."""

@@ -28,7 +28,7 @@ from swap.models.registry import build_model
 from swap.phases import ddp
 from swap.progress import Progress
 from swap.rundir import MODEL_FILE, load_state_dict, save_state_dict
-from swap.schedules import lambda_lr, phase1_stop_reason, warmup_linear_decay
+from swap.schedules import checkpoint_due, lambda_lr, phase1_stop_reason, warmup_linear_decay
 from swap.spec import Spec
 from swap.storage import join
 from swap.training import (
@@ -43,6 +43,7 @@ from swap.training import (
     sgd,
     to_memory_format,
     train_epoch,
+    use_cpus,
 )
 
 TRAIN_STATE = "train_state.pt"  # optimizer, LR schedule, loss scale, history: for resuming
@@ -72,6 +73,7 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
     # Ray Train logs every report at INFO through a logger its log level does not reach.
     logging.getLogger().setLevel(logging.WARNING)
     spec: Spec = config["spec"]
+    threads = use_cpus(spec.resources.phase1_cpus)
     context = ray.train.get_context()
     device = ray.train.torch.get_device()
     me = Rank(
@@ -93,6 +95,7 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
     resumed_from = len(history)  # after a restart of the group, its last checkpointed epoch
     progress = group_progress(me, config.get("run_dir"), len(batches), history)
 
+    cadence = Cadence(spec.phase1.checkpoint_every, time.perf_counter())
     while (stop_reason := stop_reason_of(history, spec.phase1)) is None:
         epoch = len(history) + 1
         batches.set_epoch(epoch)
@@ -104,6 +107,7 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
             progress.start_epoch(epoch)
         local = train_epoch(model, batches, optimizer, scheduler, device, me.precision,
                             prepare=prepare, after_step=progress and progress.step)  # fmt: skip
+        trained = time.perf_counter()
         stats = ddp.sum_over_ranks(local, device)
         if not math.isfinite(stats.loss_sum):
             return divergence(epoch, local, device)
@@ -113,9 +117,15 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
                                                        spec.phase1.max_epochs))  # fmt: skip
         if me.rank == 0:
             metrics.record_epoch(me.labels, history[-1], len(batches))  # the group's numbers
-        state = resumable_state(optimizer, scheduler, me.precision, history)
-        digest = report_epoch(unwrap(model), state, spec, me.rank, me.labels)
+        stopping = stop_reason_of(history, spec.phase1) is not None
+        if cadence.due(epoch, stopping, me.device):
+            state = resumable_state(optimizer, scheduler, me.precision, history)
+            digest, cost = report_epoch(unwrap(model), state, spec, me.rank, me.labels)
+            history[-1]["checkpoint_seconds"] = cost
+            cadence.done(cost)
+        history[-1]["after_training_seconds"] = time.perf_counter() - trained
     result = summary(me, unwrap(model), history, stop_reason, resumed_from, digest)
+    result["torch_threads"] = threads
     if progress is not None:
         progress.finish(test_accuracy=result["test_accuracy"])
     return result
@@ -226,31 +236,51 @@ def divergence(epoch: int, local: EpochStats, device: torch.device) -> dict[str,
     return {"diverged": f"non-finite training loss at {where}"}
 
 
+class Cadence:
+    """When phase 1 checkpoints (schedules.checkpoint_due): every `every` epochs, or by time,
+    from rank 0's clock and the last checkpoint's cost, shared with the other ranks."""
+
+    def __init__(self, every: int | None, now: float):
+        self.every, self.last_at, self.last_cost = every, now, None
+
+    def due(self, epoch: int, stopping: bool, device: torch.device) -> bool:
+        since = time.perf_counter() - self.last_at
+        due = checkpoint_due(epoch, stopping, self.every, since, self.last_cost)
+        if stopping or self.every is not None:
+            return due  # the same on every rank: the epoch and the all-reduced accuracy
+        return ddp.rank0_decides(due, device)
+
+    def done(self, seconds: dict[str, float]) -> None:
+        self.last_at, self.last_cost = time.perf_counter(), sum(seconds.values())
+
+
 def report_epoch(
     module: torch.nn.Module,
     state: dict[str, Any],
     spec: Spec,
     rank: int,
     labels: metrics.Labels,
-) -> str | None:
-    """Report the epoch's metrics; rank 0 also hands Ray Train a checkpoint: the weights
-    (`model.pt`, a plain state_dict), what resuming needs (`train_state.pt`: `resumable_state`)
-    and the spec. Returns the weights' SHA-256 on rank 0.
+) -> tuple[str | None, dict[str, float]]:
+    """Hand Ray Train the epoch's checkpoint, from rank 0: the weights (`model.pt`, a plain
+    state_dict), what resuming needs (`train_state.pt`: `resumable_state`) and the spec.
+    Returns the weights' SHA-256 on rank 0 and what it cost in seconds: `save` (the files) and
+    `report` (Ray Train copying them into the run's storage, and waiting for every rank).
 
-    `ray.train.report` is a barrier: every rank must call it, once per epoch.
+    `ray.train.report` is a barrier: every rank must call it for the same epochs.
     """
     latest = state["history"][-1]
+    started = time.perf_counter()
     if rank != 0:
         ray.train.report(latest)
-        return None
+        return None, {"report": time.perf_counter() - started}
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
         saved = save_state_dict(module.state_dict(), Path(tmp) / MODEL_FILE)
         metrics.record_checkpoint(labels, saved, time.perf_counter() - started)
         save_state_dict(state, Path(tmp) / TRAIN_STATE)
         (Path(tmp) / "spec.yaml").write_text(spec.to_yaml())
+        written = time.perf_counter()
         ray.train.report(latest, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-    return saved.sha256
+    return saved.sha256, {"save": written - started, "report": time.perf_counter() - written}
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

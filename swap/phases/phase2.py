@@ -34,7 +34,7 @@ from swap.rundir import (
 )
 from swap.spec import Spec
 from swap.storage import join
-from swap.training import sgd
+from swap.training import sgd, use_cpus
 
 
 def start_phase2_processes(spec: Spec, data: ObjectRef) -> list[ObjectRef]:
@@ -245,6 +245,7 @@ def phase2_task(
     node_id = ray.get_runtime_context().get_node_id()
     attempt = record_attempt(directory, pid=os.getpid(), node_id=node_id)
     events = metrics.WorkerMetrics(metrics.Labels.of_run(spec.name, run_dir).at(2, index))
+    threads = use_cpus(spec.resources.cpus_per_worker)
     try:
         result = phase2_worker(spec, index, splits, phase1_weights, run_dir, events,
                                phase1_sha256)  # fmt: skip
@@ -260,6 +261,7 @@ def phase2_task(
         node_id=node_id,
         attempts=attempt["attempts"],
         nodes=attempt["nodes"],  # one per run: where it ran before a node was lost, too
+        torch_threads=threads,
         samples_per_second=throughput(result["history"]),
     )
     write_json(join(directory, RESULT), result)

@@ -16,6 +16,7 @@ from swap.errors import JobFailed
 from swap.phases.phase3_coordinator import phase3_coordinator
 from swap.phases.placement import remote_task
 from swap.spec import Spec
+from swap.training import use_cpus
 
 
 def run_phase3(
@@ -39,7 +40,7 @@ def run_phase3(
     }
     labels = metrics.Labels.of_run(spec.name, run_dir)
     metrics.set_phase(labels, 3)
-    task = remote_task(phase3_coordinator, spec)
+    task = remote_task(phase3_task, spec)
     started = time.perf_counter()
     try:
         result = ray.get(task.remote(spec, data, finished, run_dir, phase1, swag))
@@ -50,3 +51,9 @@ def run_phase3(
     result["wall_seconds"] = time.perf_counter() - started  # as the driver waited for it
     metrics.record_phase3(labels, result)
     return result
+
+
+def phase3_task(spec: Spec, *args: Any) -> dict[str, Any]:
+    """The coordinator, in the task's process, with torch's threads set from its Ray CPUs."""
+    threads = use_cpus(spec.resources.cpus_per_worker)
+    return {**phase3_coordinator(spec, *args), "torch_threads": threads}

@@ -41,7 +41,7 @@ def worker_resources(spec: Spec, phase: int = 2) -> dict[str, float]:
     """
     r = spec.resources
     gpu = {"GPU": 1.0 if phase == 1 else r.gpus_per_worker} if r.use_gpu else {}
-    return {"CPU": r.cpus_per_worker, **gpu, **r.custom}
+    return {"CPU": r.phase1_cpus if phase == 1 else r.cpus_per_worker, **gpu, **r.custom}
 
 
 def remote_task(function: Callable[..., Any], spec: Spec, **options: Any) -> RemoteFunction:
@@ -122,13 +122,15 @@ def check_stream_cpus(spec: Spec) -> None:
     Data's own tasks (listing, reading) ask for one, and Ray Train's ranks hold theirs for the
     whole phase, so with none left phase 1 would wait forever. A SwapError naming the field."""
     total = ray.cluster_resources().get("CPU", 0)
-    held = spec.phase1.workers * spec.resources.cpus_per_worker
+    cpus = spec.resources.phase1_cpus
+    held = spec.phase1.workers * cpus
+    field = "phase1_cpus_per_worker" if spec.resources.phase1_cpus_per_worker else "cpus_per_worker"
     if total - held < 1:
         raise SwapError(
-            f"resources.cpus_per_worker: phase 1's {spec.phase1.workers} ranks x "
-            f"{spec.resources.cpus_per_worker:g} CPUs hold {held:g} of the cluster's {total:g} "
-            f"CPUs, and data.dataset {spec.data.dataset} is streamed by Ray Data, whose tasks "
-            "need one free: lower resources.cpus_per_worker or phase1.workers, or add CPUs"
+            f"resources.{field}: phase 1's {spec.phase1.workers} ranks x {cpus:g} CPUs hold "
+            f"{held:g} of the cluster's {total:g} CPUs, and data.dataset {spec.data.dataset} is "
+            "streamed by Ray Data, whose tasks need one free: lower resources."
+            f"{field} or phase1.workers, or add CPUs"
         )
 
 

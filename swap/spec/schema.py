@@ -265,7 +265,11 @@ class Phase1(Section):
     stop_train_accuracy: Accuracy | None = field(
         None, "e.g. 0.95: go to phase 2 once an epoch's training accuracy reaches it"
     )
-    max_failures: NonNegativeInt = field(1, "restarts of the group (from its last epoch)")
+    max_failures: NonNegativeInt = field(1, "restarts of the group (from its last checkpoint)")
+    checkpoint_every: PositiveInt | None = field(
+        None,
+        "epochs between checkpoints, and the last; null: by time, at most 2% of phase 1",
+    )
 
     @field_validator("batch_size")
     @classmethod
@@ -364,6 +368,9 @@ class Resources(Section):
 
     use_gpu: StrictBool = field(False, "a GPU per worker; DDP over NCCL instead of gloo")
     cpus_per_worker: PositiveNumber = field(1, "Ray CPUs per worker, every phase (fractions too)")
+    phase1_cpus_per_worker: PositiveNumber | None = field(
+        None, "Ray CPUs per phase-1 rank (its torch threads); null: cpus_per_worker"
+    )
     gpus_per_worker: PositiveNumber = field(
         1, "phase 2-3 GPUs per worker, at most 1 (fractions share); a phase-1 rank takes 1"
     )
@@ -377,6 +384,10 @@ class Resources(Section):
     amp: Literal["none", "bf16", "fp16"] = field(
         "none", "autocast of forward passes: none, bf16, or fp16 (GPU only; adds loss scaling)"
     )
+
+    @property
+    def phase1_cpus(self) -> float:
+        return self.phase1_cpus_per_worker or self.cpus_per_worker
 
     @field_validator("gpus_per_worker")
     @classmethod

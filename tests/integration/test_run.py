@@ -50,6 +50,12 @@ def test_results_json_has_every_documented_field(finished):
     p1 = saved["phase1"]
     assert {"epochs", "train_accuracy", "test_accuracy", "seconds", "checkpoint"} <= set(p1)
     assert p1["epochs"] == 3 and len(p1["history"]) == 3 and p1["stop_reason"] == "max_epochs"
+    # Automatic checkpoints: after the first epoch (to learn their cost) and the last, always.
+    history = p1["history"]
+    assert "checkpoint_seconds" in history[0] and "checkpoint_seconds" in history[-1]
+    assert set(history[0]["checkpoint_seconds"]) == {"save", "report"}
+    assert all(h["after_training_seconds"] >= 0 for h in history)
+    assert p1["torch_threads"] == 1  # 0.5 Ray CPUs a rank: one thread
     assert saved["phase2"]["seconds"] > 0
     workers = saved["phase2"]["workers"]
     assert [w["index"] for w in workers] == [0, 1, 2]
@@ -57,9 +63,11 @@ def test_results_json_has_every_documented_field(finished):
     for w in workers:
         assert w["status"] == "finished" and w["seconds"] > 0
         assert {"test_accuracy", "checkpoint", "node_id", "samples_per_second"} <= set(w)
+        assert w["torch_threads"] == 1
     p3 = saved["phase3"]
     assert p3["averaged_workers"] == [0, 1, 2]
     assert {"test_accuracy_before_bn", "test_accuracy", "seconds", "model"} <= set(p3)
+    assert p3["torch_threads"] == 1
 
 
 def test_run_directory_layout(finished):

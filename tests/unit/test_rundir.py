@@ -123,6 +123,10 @@ def test_a_local_write_is_fsynced_file_then_directory_before_it_returns(tmp_path
     assert len(synced) == 2
     assert synced[0].startswith(f"{tmp_path}/d/.results.json.") and synced[1] == f"{tmp_path}/d"
     assert target.read_bytes() == b"{}"
+    synced.clear()
+    storage.write_bytes(str(target), b"[]", durable=False)  # progress reports: atomic only
+    assert synced == [] and target.read_bytes() == b"[]"
+    assert [p.name for p in target.parent.iterdir()] == ["results.json"]  # no temporary left
 
 
 def test_a_damaged_json_record_is_named_in_one_line(tmp_path):

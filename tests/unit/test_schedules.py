@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from swap.schedules import (
+    CHECKPOINT_SHARE,
+    checkpoint_due,
     constant,
     cosine,
     cosine_to_floor,
@@ -85,3 +87,12 @@ def test_snapshots_start_after_the_share_of_steps_and_keep_the_grid():
 )
 def test_phase1_stop_reason(epochs, accuracy, target, expected):
     assert phase1_stop_reason(epochs, accuracy, 10, target) == expected
+
+
+def test_phase1_checkpoints_after_the_last_epoch_every_n_or_by_their_cost():
+    assert checkpoint_due(7, stopping=True, every=5, since_last=0.0, last_cost=9.0)
+    assert [e for e in range(1, 11) if checkpoint_due(e, False, 3, 0.0, None)] == [3, 6, 9]
+    assert checkpoint_due(1, False, None, 0.0, None)  # the first: measures what one costs
+    assert not checkpoint_due(2, False, None, 0.49 / CHECKPOINT_SHARE, 0.5)
+    assert checkpoint_due(2, False, None, 0.5 / CHECKPOINT_SHARE, 0.5)
+    assert CHECKPOINT_SHARE == 0.02  # at most 2% of phase 1's time, as its field says

@@ -20,7 +20,7 @@ from swap.errors import SpecError
 from swap.spec import Spec, apply_overrides, load_spec
 
 from .. import fake_data as fd
-from ..helpers import REPO
+from ..helpers import REPO, tiny_spec
 
 
 def write(path: Path, text: str) -> Path:
@@ -286,3 +286,13 @@ def test_every_bounded_field_refuses_values_outside_its_bounds(tmp_path, field, 
             override,
             error.value.problems,
         )
+
+
+def test_phase1_ranks_may_ask_for_other_cpus_than_the_workers_after_them(tmp_path):
+    from swap.phases.placement import worker_resources
+
+    spec = tiny_spec(tmp_path, resources={"cpus_per_worker": 0.5, "phase1_cpus_per_worker": 2})
+    assert worker_resources(spec, phase=1)["CPU"] == 2
+    assert worker_resources(spec, phase=2)["CPU"] == 0.5
+    same = tiny_spec(tmp_path, resources={"cpus_per_worker": 0.5})
+    assert worker_resources(same, phase=1)["CPU"] == 0.5
