@@ -57,6 +57,19 @@ def system_failure(exc: BaseException) -> bool:
     )
 
 
+def ray_failure_in(exc: BaseException) -> BaseException | None:
+    """The first of Ray's own failures (`system_failure`) in `exc`'s chain (Ray's task errors'
+    `cause`, then `__cause__`), or None. Not only the innermost: an exception Ray could not
+    deserialize arrives as Ray's UnserializableException caused by the unpickling error."""
+    seen = set()
+    while isinstance(exc, BaseException) and id(exc) not in seen:
+        if system_failure(exc):
+            return exc
+        seen.add(id(exc))
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return None
+
+
 def root_cause(exc: BaseException) -> BaseException:
     """The innermost exception of a chain: Ray's task errors (`cause`), then `__cause__`."""
     seen = set()

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from swap.errors import SwapError, root_cause, system_failure
+from swap.errors import SwapError, ray_failure_in, root_cause
 
 Split = Literal["train", "val", "test"]
 HASH_RANGE = 10_000  # validation: the rows whose key is below val_fraction of it
@@ -242,7 +242,7 @@ def failures_named() -> Iterator[None]:
         said = str(cause).splitlines()[0] if str(cause) else ""  # Ray Data appends its advice
         if isinstance(cause, SwapError):
             raise SwapError(said) from None
-        if isinstance(cause, OSError) or system_failure(cause):  # a rerun can fix both
+        if isinstance(cause, OSError) or ray_failure_in(exc):  # a rerun can fix both
             raise OSError(f"reading the data failed: {type(cause).__name__}: {said}") from None
         raise
 

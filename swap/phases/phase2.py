@@ -17,7 +17,7 @@ from rich.console import Console
 from swap import metrics, seeds, storage
 from swap.catalog import STREAMED_DATASETS
 from swap.data.common import Splits
-from swap.errors import DivergenceError, SwapError, root_cause, system_failure
+from swap.errors import DivergenceError, SwapError, ray_failure_in
 from swap.models.registry import build_model
 from swap.phases.phase2_worker import phase2_worker
 from swap.phases.placement import concurrent_slots, remote_task, throughput
@@ -250,8 +250,8 @@ def phase2_task(
         result = phase2_worker(spec, index, splits, phase1_weights, run_dir, events,
                                phase1_sha256)  # fmt: skip
     except Exception as exc:  # why, for the retry after it and `swap status`
-        cause = root_cause(exc)
-        if not system_failure(cause):
+        cause = ray_failure_in(exc)
+        if cause is None:
             record_error(directory, exc)
             raise
         lost = OSError(f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}")

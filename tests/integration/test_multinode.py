@@ -100,7 +100,7 @@ def check_results(s3: S3Server, nodes: dict, doomed: str, victims: list[int]) ->
         results["phase3"]["model"],
         storage.join(results["phase1"]["checkpoint"], "model.pt"),
     ]
-    assert all("swag" in w for w in workers), [w.get("error") for w in workers]
+    assert all("swag" in w for w in workers), [(w["status"], w.get("error")) for w in workers]
     written += [w["checkpoint"] for w in workers] + [w["swag"] for w in workers]
     assert {m["model"] for m in results["phase3"]["models"]} >= {"multiswag", "swag worker 0"}
     for location in written:

@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 
 from swap.driver import keep_earlier_final, warn_if_chance
-from swap.errors import DivergenceError, root_cause
+from swap.errors import DivergenceError, ray_failure_in
 from swap.phases import phase2
 from swap.phases.phase2 import failure_kind, kept_workers
 from swap.report import print_summary
@@ -130,10 +130,21 @@ def test_models_no_better_than_chance_are_flagged_in_the_results_and_the_table()
     assert "⚠ the SWAP model: no better than chance" in shown
 
 
+def unserializable() -> Exception:
+    try:
+        try:
+            raise TypeError("cannot unpickle the actor's error")
+        except TypeError as exc:
+            raise ray.exceptions.UnserializableException("ActorDiedError: never ran") from exc
+    except Exception as exc:
+        return exc
+
+
 @pytest.mark.parametrize(
     "error, raised",
     [
         (ray.exceptions.ActorDiedError(), OSError),  # one of Ray Data's actors, on a lost node
+        (unserializable(), OSError),  # seen in CI: such an error, which failed to unpickle
         (ray.exceptions.RayTaskError("read", "tb", ray.exceptions.NodeDiedError("lost")), OSError),
         (ValueError("a bug"), ValueError),
         (DivergenceError("non-finite loss"), DivergenceError),
@@ -154,7 +165,7 @@ def test_ray_losing_something_under_a_worker_is_rerun_like_a_storage_error(
     assert recorded["attempts"] == 1
     assert recorded["last_error"].startswith(f"{raised.__name__}: ")
     if raised is OSError:
-        assert type(root_cause(error)).__name__ in recorded["last_error"]
+        assert type(ray_failure_in(error)).__name__ in recorded["last_error"]
 
 
 class _Context:
