@@ -226,9 +226,11 @@ def _follow(job_id: str, address: str | None) -> int:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    if _is_run_dir(args.job_id):
+    if _looks_like_a_path(args.job_id):  # submission ids have no "/"
         from swap.live import snapshot, table  # the run's own files, as the live view reads
 
+        if not _is_run_dir(args.job_id):
+            raise SwapError(f"{args.job_id}: not a run directory (no results.json there)")
         Console().print(table(snapshot(args.job_id)))
         return 0
     submit = ray_jobs()
@@ -247,10 +249,12 @@ def status_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _looks_like_a_path(value: str) -> bool:
+    return "/" in value or os.path.isdir(value)
+
+
 def _is_run_dir(value: str) -> bool:
-    """A run directory (it has results.json), local or in storage, rather than a job id."""
-    if "/" not in value and not os.path.isdir(value):
-        return False
+    """A run directory (it has results.json), local or in storage."""
     from swap import storage  # pyarrow: only for a path or URI
 
     try:

@@ -74,11 +74,11 @@ def run_job(
         results["total_seconds"] = earlier_seconds + time.perf_counter() - started
         save_results(run_dir, results)
 
-    view = contextlib.nullcontext() if verbose else RunView(run_dir, console)
+    view = None if verbose else RunView(run_dir, console)
+    refresh = view.flush if view is not None else lambda: None
     try:
-        with stop_on_signals(), view:
+        with stop_on_signals(), view or contextlib.nullcontext():
             console.print(metrics.scrape_hint(labels), soft_wrap=True)
-            refresh = getattr(view, "flush", lambda: None)
             phases(spec, splits, run_dir, results, Context(console, labels, save, refresh))
     except RunInterrupted as exc:
         phase = results.get("current_phase", 1)

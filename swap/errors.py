@@ -57,6 +57,12 @@ def system_failure(exc: BaseException) -> bool:
     )
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:limit]
+
+
 def ray_failure_in(exc: BaseException) -> BaseException | None:
     """The first of Ray's own failures (`system_failure`) in `exc`'s chain (Ray's task errors'
     `cause`, then `__cause__`), or None. Not only the innermost: an exception Ray could not

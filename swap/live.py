@@ -11,7 +11,6 @@ any machine that reaches the run's storage, while the job runs or after it ended
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from rich.text import Text
 
 from swap import storage
 from swap.progress import read_progress
-from swap.rundir import ATTEMPTS, FAILURE, RESULT, phase2_dir
+from swap.rundir import FAILURE, RESULT, attempts_record, phase2_dir, read_json
 from swap.training import epoch_line
 
 HEARTBEAT_SECONDS = 30  # plain lines: a running worker's line at least this often in an epoch
@@ -51,7 +50,7 @@ class Snapshot:
 
 def snapshot(run_dir: str) -> Snapshot:
     """The run's state now, from its files alone."""
-    results = _json(storage.join(run_dir, "results.json")) or {}
+    results = read_json(storage.join(run_dir, "results.json"), missing_ok=True) or {}
     spec = results.get("spec", {})
     workers = spec.get("phase2", {}).get("workers", 0)
     rows = [phase_row(run_dir, 1, results), *(worker_row(run_dir, i) for i in range(workers))]
@@ -76,14 +75,14 @@ def worker_row(run_dir: str, index: int) -> Row:
     directory = phase2_dir(run_dir, index)
     name = f"worker {index}"
     progress = read_progress(directory) or {}  # a finished one's too: its last epochs' lines
-    if (result := _json(storage.join(directory, RESULT))) is not None:
+    if (result := read_json(storage.join(directory, RESULT), missing_ok=True)) is not None:
         return Row(name, "finished", progress, _accuracy(result.get("test_accuracy")))
-    if (failure := _json(storage.join(directory, FAILURE))) is not None:
+    if (failure := read_json(storage.join(directory, FAILURE), missing_ok=True)) is not None:
         return Row(name, "failed", progress, failure.get("error", ""))
-    attempts = _json(storage.join(directory, ATTEMPTS))
-    if attempts is None:
+    attempts = attempts_record(directory)
+    count = attempts["attempts"]
+    if count == 0:
         return Row(name, "queued")
-    count = attempts.get("attempts", 1)
     current = progress if progress.get("attempt") == count else {}
     if count <= 1:
         return Row(name, "running" if current else "starting", current)
@@ -145,13 +144,6 @@ def duration(seconds: float) -> str:
 
 def _accuracy(value: float | None) -> str:
     return f"test acc {value:.2%}" if value is not None else ""
-
-
-def _json(location: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(storage.read_bytes(location))
-    except Exception:  # not there (yet), or being replaced on a store without renames
-        return None
 
 
 class RunView:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import torch
 
 from swap import storage
-from swap.errors import SpecError, SwapError
+from swap.errors import SpecError, SwapError, first_line
 from swap.spec import Spec, parse_spec
 from swap.storage import join
 
@@ -196,8 +196,7 @@ def record_error(directory: str, error: BaseException) -> None:
     """Note in attempts.json why the current attempt failed, for the one after it (a retry)
     and for `swap status`."""
     record = attempts_record(directory)
-    lines = str(error).strip().splitlines()
-    record["last_error"] = f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+    record["last_error"] = first_line(error)
     write_json(storage.join(directory, ATTEMPTS), record)
 
 
@@ -211,16 +210,18 @@ def record_fallback(directory: str, skipped: list[str], resumed_after: int) -> N
 
 
 def attempts_record(directory: str) -> dict[str, Any]:
-    location = storage.join(directory, ATTEMPTS)
-    if not storage.exists(location):
-        return {"attempts": 0, "nodes": []}
-    return read_json(location)
+    recorded = read_json(storage.join(directory, ATTEMPTS), missing_ok=True)
+    return recorded if recorded is not None else {"attempts": 0, "nodes": []}
 
 
-def read_json(location: str) -> Any:
-    """A JSON file of the run; a truncated or damaged one is a SwapError naming it."""
+def read_json(location: str, missing_ok: bool = False) -> Any:
+    """A JSON file of the run; a truncated or damaged one is a SwapError naming it, and so is
+    a missing one unless `missing_ok` (then None: not written yet)."""
+    data = storage.read_bytes(location, missing_ok)
+    if data is None:
+        return None
     try:
-        return json.loads(storage.read_bytes(location))
+        return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise SwapError(

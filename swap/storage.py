@@ -122,10 +122,14 @@ def delete(location: Location) -> None:
         fs.delete_file(path)
 
 
-def read_bytes(location: Location) -> bytes:
+def read_bytes(location: Location, missing_ok: bool = False) -> bytes | None:
+    """The file's bytes; a missing one is a SwapError naming it, or None with `missing_ok`
+    (one request to an object store, not a look and then a read)."""
     fs, path = resolve(location)
     try:
         with fs.open_input_stream(path) as stream:
             return stream.readall()
     except FileNotFoundError:
+        if missing_ok:
+            return None
         raise SwapError(f"{location}: not found") from None

@@ -22,7 +22,7 @@ from swap import storage
 from swap.data.augment import BatchTransform
 from swap.data.common import DatasetInfo, Splits
 from swap.data.stream import SAMPLE, Stream, failures_named, normalization_of
-from swap.errors import SwapError
+from swap.errors import SwapError, first_line
 from swap.spec import Data
 
 
@@ -36,7 +36,7 @@ def reading_errors(field: str, uri: str) -> Iterator[None]:
     except FileNotFoundError:
         raise SwapError(f"{field}: {uri}: no such bucket, prefix or folder") from None
     except (OSError, ValueError) as exc:  # pyarrow: ACCESS_DENIED, no such bucket, bad URI
-        raise SwapError(f"{field}: {uri}: cannot be read ({_first_line(exc)})") from None
+        raise SwapError(f"{field}: {uri}: cannot be read ({first_line(exc)})") from None
 
 
 def describe_stream(data: Data) -> Splits:
@@ -247,7 +247,3 @@ def image_labels(stream: Stream, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif")  # read_images' default
-
-
-def _first_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]

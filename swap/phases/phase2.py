@@ -17,7 +17,7 @@ from rich.console import Console
 from swap import metrics, seeds, storage
 from swap.catalog import STREAMED_DATASETS
 from swap.data.common import Splits
-from swap.errors import DivergenceError, SwapError, ray_failure_in
+from swap.errors import DivergenceError, SwapError, first_line, ray_failure_in
 from swap.models.registry import build_model
 from swap.phases.phase2_worker import phase2_worker
 from swap.phases.placement import concurrent_slots, remote_task, throughput
@@ -254,7 +254,7 @@ def phase2_task(
         if cause is None:
             record_error(directory, exc)
             raise
-        lost = OSError(f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}")
+        lost = OSError(first_line(cause))
         record_error(directory, lost)  # Ray lost a node or actor under the worker: Ray reruns
         raise lost from exc  # OSErrors (retry_exceptions), as it does a storage error
     result.update(

@@ -71,3 +71,22 @@ def test_python_dash_m_swap_exits_2_on_a_bad_spec(tmp_path):
     assert proc.stderr.strip() == (
         f"swap: error: {path}: phase1.batch_size: must be divisible by phase1.workers (2) (got 7)"
     )
+
+
+def test_swap_status_names_a_path_that_is_no_run_and_a_damaged_record(tmp_path):
+    def status(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([str(SWAP), "status", str(path)], capture_output=True, text=True)
+
+    missing = status(tmp_path / "no-run")
+    assert missing.returncode == 2, missing.stderr
+    assert (
+        missing.stderr
+        == f"swap: error: {tmp_path}/no-run: not a run directory (no results.json there)\n"
+    )
+    (tmp_path / "run").mkdir()
+    record = write(tmp_path / "run" / "results.json", '{"name": "x", "spec": {"phase2": {"wo')
+    damaged = status(record.parent)
+    assert damaged.returncode == 2
+    assert damaged.stderr == (
+        f"swap: error: {record}: not valid JSON at line 1: the file is truncated or damaged\n"
+    )
