@@ -6,23 +6,21 @@ Run: .venv/bin/python bench/fixed_costs.py [--repeats 5] [--config configs/quick
 
 Each repeat runs, interleaved: `swap run` against the Ray this script started (RAY_ADDRESS), a
 cold `swap run` (it starts its own local Ray), and a TorchTrainer with a function that returns
-at once, as swap's phase 1 is configured. Times come from each run's results.json (Unix times
-of every epoch's end, and of the job's start) and from when this script launched `swap run`.
+at once, on the workers and CPUs of the spec's phase 1. Times come from each run's results.json
+(Unix times of every epoch's end, and of the job's start) and from when this script launched
+`swap run`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from measure import RESULTS, describe_machine, machine, summary, write_results
+from measure import RESULTS, local_ray, run_swap, summary, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 SWAP = str(Path(sys.executable).parent / "swap")
@@ -37,18 +35,17 @@ TARGETS = {  # seconds, from the issue: quickstart on this machine, medians
 
 def main() -> None:
     args = arguments()
-    host = machine()  # imports swap, which applies its Ray settings: Ray reads them at import
-    print(describe_machine(host))
-    import ray
+    from swap.spec import load_spec
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    address = ray.get_runtime_context().gcs_address
+    spec = load_spec(args.config, args.overrides)  # the no-op fit gets phase 1's layout
+    layout = (spec.phase1.workers, spec.resources.phase1_cpus)
+    host, address = local_ray()
     rows: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="swap-fixed-") as scratch:
         for repeat in range(1, args.repeats + 1):
             measured = {
                 **{f"{k}_running": v for k, v in swap_run(args, scratch, address).items()},
-                "ray_train_noop_fit": ray_train_noop(),
+                "ray_train_noop_fit": ray_train_noop(*layout),
                 **{f"{k}_cold": v for k, v in swap_run(args, scratch, None).items()},
             }
             for key, value in measured.items():
@@ -81,15 +78,8 @@ def arguments() -> argparse.Namespace:
 
 def swap_run(args: argparse.Namespace, scratch: str, address: str | None) -> dict[str, float]:
     """One `swap run` as a user types it; its fixed costs from its results.json."""
-    out = Path(tempfile.mkdtemp(dir=scratch))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    if address:
-        env["RAY_ADDRESS"] = address
-    argv = [SWAP, "run", args.config, *args.overrides, f"output.dir={out}"]
-    launched = time.time()
-    subprocess.run(argv, env=env, cwd=REPO, check=True, capture_output=True)
-    [path] = out.glob("*/*/results.json")
-    return costs(json.loads(path.read_text()), launched, address is not None)
+    results, launched = run_swap([SWAP, "run", args.config, *args.overrides], scratch, address)
+    return costs(results, launched, address is not None)
 
 
 def costs(results: dict[str, Any], launched: float, running: bool) -> dict[str, float]:
@@ -123,15 +113,16 @@ def covered(spans: list[tuple[float, float]]) -> float:
     return total
 
 
-def ray_train_noop() -> float:
-    """Ray Train's own cost: fit() of a function that returns at once, on 2 workers."""
+def ray_train_noop(workers: int, cpus: float) -> float:
+    """Ray Train's own cost: fit() of a function that returns at once, on `workers` workers of
+    `cpus` CPUs each."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     with tempfile.TemporaryDirectory(prefix="swap-noop-") as storage:
         trainer = TorchTrainer(
             lambda config: None,
-            scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+            scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": cpus}),
             run_config=RunConfig(storage_path=storage, name="noop"),
         )
         started = time.perf_counter()

@@ -9,12 +9,16 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parent.parent
 
 
 def cpu_model() -> str:
@@ -39,6 +43,33 @@ def machine() -> dict[str, Any]:
         **versions(),  # python, torch, ray, swap
         "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def local_ray() -> tuple[dict[str, Any], str]:
+    """The machine (printed), then a local Ray of every core for `swap run`s to join: returns
+    (the machine, the Ray's address for RAY_ADDRESS). swap is imported first, which applies its
+    Ray settings: Ray reads them when it is imported."""
+    host = machine()
+    print(describe_machine(host))
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    return host, ray.get_runtime_context().gcs_address
+
+
+def run_swap(argv: list[str], scratch: str, address: str | None) -> tuple[dict[str, Any], float]:
+    """`argv` (a `swap run` command line) with `output.dir` a fresh folder in `scratch`, against
+    the Ray at `address` (None: a cold run, which starts its own), from the repository: its
+    results.json and the Unix time it was launched."""
+    out = Path(tempfile.mkdtemp(dir=scratch))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if address:
+        env["RAY_ADDRESS"] = address
+    launched = time.time()
+    subprocess.run([*argv, f"output.dir={out}"], env=env, cwd=REPO, check=True,
+                   capture_output=True)  # fmt: skip
+    [path] = out.glob("*/*/results.json")
+    return json.loads(path.read_text()), launched
 
 
 def describe_machine(info: dict[str, Any]) -> str:

@@ -120,9 +120,9 @@ def phases(spec: Spec, splits: Splits, run_dir: str, results: dict[str, Any], jo
     """The three phases of one run, those finished in an earlier attempt kept."""
     metrics.set_phase(job.labels, metrics.PENDING)
     data = share_data(splits)  # every process of the job reads it from Ray's object store
-    # Phase 2's processes start (imports, data) while phase 1 trains: the switch only hands
-    # them the weights.
-    warmed = start_phase2_processes(spec, data)
+    # Phase 2's processes start (imports, data) while phase 1 trains, on CPUs it leaves free:
+    # the switch only hands them the weights.
+    warmed = start_phase2_processes(spec, data, beside_phase1="phase1" not in results)
     job.entering(results, 1, "large-batch data-parallel SGD")
     if "phase1" in results:
         job.console.print("phase 1 finished in an earlier attempt: kept")

@@ -34,7 +34,7 @@ def run_phase1(
     Ray Train restarts the group from the last epoch's checkpoint after a worker dies (up to
     `phase1.max_failures` times), and a rerun into the same run directory resumes there too.
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     labels = metrics.Labels.of_run(spec.name, run_dir)
     metrics.set_phase(labels, 1)
     gpu = spec.resources.use_gpu
@@ -66,7 +66,7 @@ def run_phase1(
             f"phase 1 diverged: {summary['diverged']} "
             "(lower phase1.lr or raise phase1.warmup_epochs)"
         )
-    summary["seconds"] = time.perf_counter() - started
+    summary.update(seconds=time.perf_counter() - started, started_at=started_at)
     summary["samples_per_second"] = throughput(summary["history"])
     # Ray gives the path inside its file system; record where a user finds it.
     summary["checkpoint"] = join(run_dir, "phase1", result.checkpoint.path.rpartition("/")[2])

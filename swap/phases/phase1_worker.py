@@ -72,6 +72,7 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
     """
     # Ray Train logs every report at INFO through a logger its log level does not reach.
     logging.getLogger().setLevel(logging.WARNING)
+    entered_at = time.time()  # Ray Train's start-up ends here; what follows is swap's
     spec: Spec = config["spec"]
     threads = use_cpus(spec.resources.phase1_cpus)
     context = ray.train.get_context()
@@ -125,7 +126,7 @@ def phase1_worker(config: dict[str, Any]) -> dict[str, Any]:
             cadence.done(cost)
         history[-1]["after_training_seconds"] = time.perf_counter() - trained
     result = summary(me, unwrap(model), history, stop_reason, resumed_from, digest)
-    result["torch_threads"] = threads
+    result.update(torch_threads=threads, worker_started_at=entered_at)
     if progress is not None:
         progress.finish(test_accuracy=result["test_accuracy"])
     return result

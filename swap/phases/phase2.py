@@ -37,9 +37,9 @@ from swap.storage import join
 from swap.training import sgd, use_cpus
 
 
-def start_phase2_processes(spec: Spec, data: ObjectRef) -> list[ObjectRef]:
+def start_phase2_processes(spec: Spec, data: ObjectRef, beside_phase1: bool) -> list[ObjectRef]:
     """Start the processes phase 2 will train in, while phase 1 trains: as many as can run at
-    once, each importing what a worker needs and reading the job's data once.
+    once (`warm_up_count`), each importing what a worker needs and reading the job's data once.
 
     A warm-up task asks for no resources, so it runs beside phase 1; when it returns, its
     process waits in Ray's pool, and Ray hands a phase-2 task an idle process of the job
@@ -52,11 +52,24 @@ def start_phase2_processes(spec: Spec, data: ObjectRef) -> list[ObjectRef]:
     """
     if spec.resources.use_gpu:
         return []
-    slots = concurrent_slots(spec, spec.phase2.workers)
+    count = warm_up_count(spec, ray.cluster_resources(), beside_phase1)
     warm = ray.remote(warm_up).options(
         num_cpus=0, scheduling_strategy=spec.resources.phase2_scheduling
     )
-    return [warm.remote(spec, data) for _ in range(slots)]
+    return [warm.remote(spec, data) for _ in range(count)]
+
+
+def warm_up_count(spec: Spec, cluster: dict[str, float], beside_phase1: bool) -> int:
+    """How many phase-2 processes to warm up on a `cluster` of these resources: as many as
+    phase 2 runs at once, but `beside_phase1` (it has yet to train) no more than the whole
+    CPUs its ranks leave free. A warm-up beside phase 1 on the CPUs phase 1 uses only moves
+    time from the phase switch to phase 1's start and first epochs, with Ray Train's start-up
+    the slower for it (docs/BENCHMARKS.md, section 2)."""
+    slots = concurrent_slots(spec, spec.phase2.workers, cluster)
+    if not beside_phase1:
+        return slots
+    phase1_cpus = spec.phase1.workers * spec.resources.phase1_cpus
+    return max(0, min(slots, int(cluster.get("CPU", 0) - phase1_cpus)))
 
 
 def warm_up(spec: Spec, splits: Splits) -> int:

@@ -148,9 +148,10 @@ def _node(node: dict[str, Any]) -> str:
     return f"{node['NodeManagerAddress']} ({node['NodeID'][:12]})"
 
 
-def concurrent_slots(spec: Spec, wanted: int) -> int:
-    """How many of `wanted` phase-2 workers the cluster can run at once (at least one)."""
-    total = ray.cluster_resources()
+def concurrent_slots(spec: Spec, wanted: int, total: dict[str, float] | None = None) -> int:
+    """How many of `wanted` phase-2 workers the cluster (its resources: `total`, by default
+    Ray's) can run at once (at least one)."""
+    total = ray.cluster_resources() if total is None else total
     needs = worker_resources(spec).items()
     fits = [total.get(name, 0) / amount for name, amount in needs if amount]
     return max(1, min(wanted, int(min(fits, default=wanted))))

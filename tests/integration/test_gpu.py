@@ -45,6 +45,7 @@ def on_gpus(*extra: str) -> list[str]:
         "resources.use_gpu=true",
         "resources.gpus_per_worker=0.5",
         f"resources.cpus_per_worker={cpus}",
+        f"resources.phase1_cpus_per_worker={cpus}",
         f"phase1.workers={GPUS}",
         f"phase1.batch_size={128 * GPUS}",
         "phase1.max_epochs=4",

@@ -67,6 +67,7 @@ def test_phase2_spreads_over_nodes_and_survives_losing_one(tmp_path):
                      "data.dataset=parquet", "data.train_dir=s3://data/digits/train",
                      "data.test_dir=s3://data/digits/test", "phase1.max_epochs=2",
                      "phase2.workers=2", "phase2.epochs=4", "phase2.batch_size=4",
+                     "phase1.workers=2", "resources.phase1_cpus_per_worker=1",
                      "resources.cpus_per_worker=1", "resources.custom={slot: 1}",
                      "phase2.swag_rank=2", "phase3.swag_samples=1", "output.dir=s3://runs"],
                     stdout=out, stderr=subprocess.STDOUT, env=env,

@@ -31,8 +31,11 @@ from ..s3_server import S3Server, require_moto, s3_server
 from ..stream_data import write_images, write_parquet
 
 # Small and quick; half a CPU per worker leaves one of the head's two for Ray Data's tasks.
+# Two phase-1 ranks: Ray Train splits the stream over them.
 QUICK = [
     "phase1.max_epochs=2",
+    "phase1.workers=2",
+    "resources.phase1_cpus_per_worker=0.5",
     "phase2.workers=2",
     "phase2.epochs=1",
     "resources.cpus_per_worker=0.5",
