@@ -66,8 +66,10 @@ def run_swap(argv: list[str], scratch: str, address: str | None) -> tuple[dict[s
     if address:
         env["RAY_ADDRESS"] = address
     launched = time.time()
-    subprocess.run([*argv, f"output.dir={out}"], env=env, cwd=REPO, check=True,
-                   capture_output=True)  # fmt: skip
+    done = subprocess.run([*argv, f"output.dir={out}"], env=env, cwd=REPO, capture_output=True,
+                          text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr[-3000:]}")
     [path] = out.glob("*/*/results.json")
     return json.loads(path.read_text()), launched
 

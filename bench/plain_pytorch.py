@@ -9,7 +9,8 @@ examples), the model builder, the batch transform and the schedule function. Wha
 out is everything else: no Ray, no checkpoints, no per-epoch evaluation; the whole training set
 is a tensor in memory (on a GPU, in its memory) and each epoch is a permutation of it, the
 fastest loop PyTorch allows; the precision is swap's (`resources.amp`, `model.channels_last`).
-Wall-clock counts from before the processes start to the final test accuracy.
+Wall-clock counts from before the processes start to the final test accuracy; `epoch_seconds`
+are rank 0's epochs, each its steps alone.
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ def _train(rank: int, arm: Arm, queue: Any) -> dict[str, Any]:
         ),
     )
     order = torch.Generator().manual_seed(arm.seed)  # the same permutation on every rank
+    epoch_seconds = []
     for epoch in range(arm.epochs):
+        started = time.perf_counter()
         model.train()
         prepare = splits.training_transform(arm.seed * 1000 + epoch, device)
         batches = torch.randperm(len(train[1]), generator=order)[: steps_per_epoch * arm.batch]
@@ -100,7 +103,11 @@ def _train(rank: int, arm: Arm, queue: Any) -> dict[str, Any]:
             inputs = precision.to_input(prepare(train[0][batch]), device)
             _step(model, inputs, train[1][batch].long(), optimizer, precision)
             scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_seconds.append(time.perf_counter() - started)
     result = {
+        "epoch_seconds": epoch_seconds,  # rank 0's: its steps, as swap's epoch `seconds`
         "test_accuracy": _accuracy(model, test, precision),
         "val_accuracy": _accuracy(model, val, precision),
     }

@@ -23,7 +23,7 @@ from swap.live import RunView
 from swap.phases.phase1 import run_phase1
 from swap.phases.phase2 import run_phase2, start_phase2_processes
 from swap.phases.phase3 import run_phase3
-from swap.phases.placement import check_gpus, check_stream_cpus, share_data
+from swap.phases.placement import check_gpus, check_phase1_fits, check_stream_cpus, share_data
 from swap.ray_session import connect_ray
 from swap.report import print_summary, write_report
 from swap.rundir import MODEL_FILE, finished_and_intact, open_run, save_results
@@ -62,6 +62,7 @@ def run_job(
     spec, splits = prepare_data(spec)
     connect_ray(log_to_driver=verbose)
     check_gpus(spec, console)  # GPUs torch cannot use: named before a run directory exists
+    check_phase1_fits(spec, console)  # a rank no node can hold would wait for ever
     if splits.stream is not None:
         check_stream_cpus(spec)
     run_dir, results = open_run(spec, resume)  # results.json is written: resumable from here

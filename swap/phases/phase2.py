@@ -62,14 +62,16 @@ def start_phase2_processes(spec: Spec, data: ObjectRef, beside_phase1: bool) -> 
 def warm_up_count(spec: Spec, cluster: dict[str, float], beside_phase1: bool) -> int:
     """How many phase-2 processes to warm up on a `cluster` of these resources: as many as
     phase 2 runs at once, but `beside_phase1` (it has yet to train) no more than the whole
-    CPUs its ranks leave free. A warm-up beside phase 1 on the CPUs phase 1 uses only moves
+    CPUs its ranks (and a streamed set's Ray Data tasks) leave free in the cluster (a count:
+    Ray places them). A warm-up beside phase 1 on the CPUs phase 1 uses only moves
     time from the phase switch to phase 1's start and first epochs, with Ray Train's start-up
     the slower for it (docs/BENCHMARKS.md, section 2)."""
     slots = concurrent_slots(spec, spec.phase2.workers, cluster)
     if not beside_phase1:
         return slots
-    phase1_cpus = spec.phase1.workers * spec.resources.phase1_cpus
-    return max(0, min(slots, int(cluster.get("CPU", 0) - phase1_cpus)))
+    held = spec.phase1.workers * spec.resources.phase1_cpus
+    held += spec.data.dataset in STREAMED_DATASETS  # the CPU Ray Data's tasks need beside it
+    return max(0, min(slots, int(cluster.get("CPU", 0) - held + 1e-9)))  # 1e-9: 1.3 - 0.3
 
 
 def warm_up(spec: Spec, splits: Splits) -> int:

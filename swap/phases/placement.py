@@ -117,6 +117,30 @@ def check_gpus(spec: Spec, console: Console) -> None:
         raise SwapError("\n".join(problems))
 
 
+def check_phase1_fits(spec: Spec, console: Console) -> None:
+    """Ray Train places each phase-1 rank whole on one node, and waits for ever while no node
+    can hold one: no live node with a rank's CPUs is a SwapError naming the field on a local
+    Ray, and a warning on a cluster (RAY_ADDRESS), whose autoscaler may add one."""
+    cpus = spec.resources.phase1_cpus
+    alive = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+    largest = max(alive, default=0)
+    if largest >= cpus:
+        return
+    field = phase1_cpus_field(spec)
+    problem = (
+        f"resources.{field}: a phase-1 rank asks for {cpus:g} CPUs, and the largest node of "
+        f"this Ray has {largest:g}"
+    )
+    if not os.environ.get("RAY_ADDRESS"):  # a local Ray: no autoscaler
+        raise SwapError(f"{problem}: lower resources.{field} to this machine's CPUs")
+    console.print(f"[yellow]{problem}; phase 1 waits until such a node joins[/]", soft_wrap=True)
+
+
+def phase1_cpus_field(spec: Spec) -> str:
+    """The spec field that sets a phase-1 rank's CPUs, for messages."""
+    return "phase1_cpus_per_worker" if spec.resources.phase1_cpus_per_worker else "cpus_per_worker"
+
+
 def check_stream_cpus(spec: Spec) -> None:
     """A streamed data set needs a CPU of the cluster that phase 1's ranks leave free: Ray
     Data's own tasks (listing, reading) ask for one, and Ray Train's ranks hold theirs for the
@@ -124,7 +148,7 @@ def check_stream_cpus(spec: Spec) -> None:
     total = ray.cluster_resources().get("CPU", 0)
     cpus = spec.resources.phase1_cpus
     held = spec.phase1.workers * cpus
-    field = "phase1_cpus_per_worker" if spec.resources.phase1_cpus_per_worker else "cpus_per_worker"
+    field = phase1_cpus_field(spec)
     if total - held < 1:
         raise SwapError(
             f"resources.{field}: phase 1's {spec.phase1.workers} ranks x {cpus:g} CPUs hold "

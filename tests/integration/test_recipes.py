@@ -28,7 +28,7 @@ TINY = [
     "phase1.workers=2", "phase1.batch_size=16", "phase1.warmup_epochs=1", "phase1.max_epochs=2",
     "phase1.stop_train_accuracy=null", "phase2.workers=2", "phase2.batch_size=16",
     "phase2.epochs=1", "phase3.batch_size=32", "resources.use_gpu=false",
-    "resources.cpus_per_worker=0.5",
+    "resources.cpus_per_worker=0.5", "resources.phase1_cpus_per_worker=0.5",
 ]  # fmt: skip
 
 

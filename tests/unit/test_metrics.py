@@ -207,6 +207,7 @@ def test_the_driver_marks_a_failed_job(recorded, monkeypatch, tmp_path):
     monkeypatch.setattr(driver, "connect_ray", lambda log_to_driver: None)
     monkeypatch.setattr(driver, "share_data", lambda splits: "the data")
     monkeypatch.setattr(driver, "start_phase2_processes", lambda spec, data, beside_phase1: [])
+    monkeypatch.setattr(driver, "check_phase1_fits", lambda spec, console: None)
     monkeypatch.setattr(driver.metrics, "scrape_hint", lambda labels: f"metrics: job={labels.job}")
     monkeypatch.setattr(driver, "run_phase1", phase1_fails)
     out = io.StringIO()
