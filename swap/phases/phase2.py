@@ -5,6 +5,7 @@ Run: called by swap.driver.run_job; the worker itself is swap/phases/phase2_work
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,13 @@ from swap.data.common import Splits
 from swap.errors import DivergenceError, SwapError, first_line, ray_failure_in
 from swap.models.registry import build_model
 from swap.phases.phase2_worker import phase2_worker
-from swap.phases.placement import concurrent_slots, remote_task, throughput
+from swap.phases.placement import (
+    STREAM_CPUS,
+    concurrent_slots,
+    phase1_cpus_held,
+    remote_task,
+    throughput,
+)
 from swap.rundir import (
     FAILURE,
     RESULT,
@@ -69,9 +76,9 @@ def warm_up_count(spec: Spec, cluster: dict[str, float], beside_phase1: bool) ->
     slots = concurrent_slots(spec, spec.phase2.workers, cluster)
     if not beside_phase1:
         return slots
-    held = spec.phase1.workers * spec.resources.phase1_cpus
-    held += spec.data.dataset in STREAMED_DATASETS  # the CPU Ray Data's tasks need beside it
-    return max(0, min(slots, int(cluster.get("CPU", 0) - held + 1e-9)))  # 1e-9: 1.3 - 0.3
+    held = phase1_cpus_held(spec) + (STREAM_CPUS if spec.data.dataset in STREAMED_DATASETS else 0)
+    free = round(cluster.get("CPU", 0) - held, 6)  # CPUs as typed: 1.3 - 0.3 is 0.999...
+    return max(0, min(slots, math.floor(free)))
 
 
 def warm_up(spec: Spec, splits: Splits) -> int:

@@ -136,6 +136,14 @@ def check_phase1_fits(spec: Spec, console: Console) -> None:
     console.print(f"[yellow]{problem}; phase 1 waits until such a node joins[/]", soft_wrap=True)
 
 
+STREAM_CPUS = 1  # what Ray Data's own tasks (listing, reading) ask for beside phase 1
+
+
+def phase1_cpus_held(spec: Spec) -> float:
+    """The CPUs phase 1's ranks hold for the whole phase."""
+    return spec.phase1.workers * spec.resources.phase1_cpus
+
+
 def phase1_cpus_field(spec: Spec) -> str:
     """The spec field that sets a phase-1 rank's CPUs, for messages."""
     return "phase1_cpus_per_worker" if spec.resources.phase1_cpus_per_worker else "cpus_per_worker"
@@ -146,10 +154,9 @@ def check_stream_cpus(spec: Spec) -> None:
     Data's own tasks (listing, reading) ask for one, and Ray Train's ranks hold theirs for the
     whole phase, so with none left phase 1 would wait forever. A SwapError naming the field."""
     total = ray.cluster_resources().get("CPU", 0)
-    cpus = spec.resources.phase1_cpus
-    held = spec.phase1.workers * cpus
+    cpus, held = spec.resources.phase1_cpus, phase1_cpus_held(spec)
     field = phase1_cpus_field(spec)
-    if total - held < 1:
+    if total - held < STREAM_CPUS:
         raise SwapError(
             f"resources.{field}: phase 1's {spec.phase1.workers} ranks x {cpus:g} CPUs hold "
             f"{held:g} of the cluster's {total:g} CPUs, and data.dataset {spec.data.dataset} is "
@@ -172,10 +179,9 @@ def _node(node: dict[str, Any]) -> str:
     return f"{node['NodeManagerAddress']} ({node['NodeID'][:12]})"
 
 
-def concurrent_slots(spec: Spec, wanted: int, total: dict[str, float] | None = None) -> int:
-    """How many of `wanted` phase-2 workers the cluster (its resources: `total`, by default
-    Ray's) can run at once (at least one)."""
-    total = ray.cluster_resources() if total is None else total
+def concurrent_slots(spec: Spec, wanted: int, total: dict[str, float]) -> int:
+    """How many of `wanted` phase-2 workers a cluster of these resources (`total`) can run at
+    once (at least one)."""
     needs = worker_resources(spec).items()
     fits = [total.get(name, 0) / amount for name, amount in needs if amount]
     return max(1, min(wanted, int(min(fits, default=wanted))))
