@@ -110,7 +110,8 @@ def wait_for(condition, what: str, process: subprocess.Popen, seconds: float = 1
 
 
 def committed_epoch(run_root: Path, worker: int):
-    """(attempts.json, epoch) once `worker` has committed an epoch, else None."""
+    """(run, attempts.json, epoch) once `worker` has committed an epoch and not finished,
+    else None."""
     for run in run_root.glob("digits-quickstart/*"):
         directory = run / "phase2" / f"worker-{worker}"
         try:
