@@ -14,16 +14,13 @@ at once, on the workers and CPUs of the spec's phase 1. Times come from each run
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from measure import RESULTS, local_ray, run_swap, summary, write_results
+from measure import REPO, RESULTS, SWAP, local_ray, run_swap, step_began, summary, write_results
 
-REPO = Path(__file__).resolve().parent.parent
-SWAP = str(Path(sys.executable).parent / "swap")
 TARGETS = {  # seconds, from the issue: quickstart on this machine, medians
     "launch_to_first_step_running": 4.0,
     "launch_to_first_step_cold": 10.0,
@@ -84,9 +81,9 @@ def swap_run(args: argparse.Namespace, scratch: str, address: str | None) -> dic
 
 def costs(results: dict[str, Any], launched: float, running: bool) -> dict[str, float]:
     p1, p3 = results["phase1"], results["phase3"]
-    first_step = p1["history"][0]["ended_at"] - p1["history"][0]["seconds"]
+    first_step = step_began(p1["history"][0])
     epochs = [h for w in results["phase2"]["workers"] for h in w["history"]]
-    spans = sorted((h["ended_at"] - h["seconds"], h["ended_at"]) for h in epochs)
+    spans = sorted((step_began(h), h["ended_at"]) for h in epochs)
     training = sum(h["seconds"] for h in p1["history"]) + covered(spans)
     measured = {
         "launch_to_first_step": first_step - launched,

@@ -19,6 +19,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = RESULTS.parent.parent
+SWAP = str(Path(sys.executable).parent / "swap")  # the CLI of the venv running the bench
 
 
 def cpu_model() -> str:
@@ -94,6 +95,16 @@ def summary(values: Sequence[float]) -> dict[str, float]:
         "min": min(values),
         "max": max(values),
     }
+
+
+def medians(rows: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Each measured key of `rows` (one dict a run, the same keys) summarised over the runs."""
+    return {key: summary([row[key] for row in rows]) for key in rows[0]}
+
+
+def step_began(epoch: dict[str, Any]) -> float:
+    """The Unix time an epoch record of results.json began its first step."""
+    return epoch["ended_at"] - epoch["seconds"]
 
 
 def mean_std(stats: dict[str, float], scale: float = 1.0, digits: int = 2) -> str:

@@ -30,14 +30,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from fixed_costs import ray_train_noop
-from measure import RESULTS, local_ray, run_swap, summary, write_results
+from measure import REPO, RESULTS, SWAP, local_ray, medians, run_swap, step_began, write_results
 
-REPO = Path(__file__).resolve().parent.parent
-SWAP = str(Path(sys.executable).parent / "swap")
 CONFIGS = ["configs/quickstart.yaml", "configs/fashion_mnist_mlp.yaml"]
 EPOCHS = 20  # phase 1's epochs on every workload: the goal's 20-epoch phase 1
 SHORT_PHASE2 = ["phase2.workers=2", "phase2.epochs=1"]
@@ -62,7 +59,7 @@ def swap_arm(config: str, layout: str, every: int | None, scratch: str, address:
 def swap_costs(results: dict[str, Any], launched: float) -> dict[str, float]:
     p1 = results["phase1"]
     history = p1["history"]
-    first_step = history[0]["ended_at"] - history[0]["seconds"]
+    first_step = step_began(history[0])
     fit_returned = p1["started_at"] + p1["seconds"]
     checkpoints = [h["checkpoint_seconds"] for h in history if "checkpoint_seconds" in h]
     steps = sum(h["seconds"] for h in history)
@@ -125,21 +122,16 @@ def main() -> None:
                     measured.setdefault(config, {}).setdefault(arm, []).append(row)
                     print(f"{config} {arm} #{repeat + 1}: " + ", ".join(
                         f"{k} {v:.3f}" for k, v in row.items()), flush=True)  # fmt: skip
-    medians = {
-        config: {
-            arm: {key: summary([r[key] for r in rows]) for key in rows[0]}
-            for arm, rows in arms.items()
-        }
-        for config, arms in measured.items()
-    }
-    verdicts = {config: verdict(arms) for config, arms in medians.items()}
-    for config, arms in medians.items():
+    table = {config: {arm: medians(rows) for arm, rows in arms.items()}
+             for config, arms in measured.items()}  # fmt: skip
+    verdicts = {config: verdict(arms) for config, arms in table.items()}
+    for config, arms in table.items():
         print(f"\n{config}, {EPOCHS} epochs (medians of {args.repeats})")
         for arm, stats in arms.items():
             print(f"  {arm:40s} " + ", ".join(f"{k} {s['median']:.3f}" for k, s in stats.items()))
         for line in verdicts[config]["lines"]:
             print(f"  {line}")
-    write_results(RESULTS / "phase1.json", host, epochs=EPOCHS, runs=measured, medians=medians,
+    write_results(RESULTS / "phase1.json", host, epochs=EPOCHS, runs=measured, medians=table,
                   verdicts=verdicts)  # fmt: skip
 
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from typing import Any
 
-from measure import RESULTS, local_ray, run_swap, summary, write_results
+from measure import RESULTS, local_ray, medians, run_swap, step_began, summary, write_results
 
 CONFIGS = ["configs/quickstart.yaml", "configs/fashion_mnist_mlp.yaml"]
 ARMS = ["every-slot", "free-cpus"]
@@ -45,9 +45,9 @@ def timeline(results: dict[str, Any], launched: float) -> dict[str, float]:
     p1 = results["phase1"]["history"]
     p2 = [h for w in results["phase2"]["workers"] for h in w["history"]]
     return {
-        "first_phase1_step": p1[0]["ended_at"] - p1[0]["seconds"] - launched,
+        "first_phase1_step": step_began(p1[0]) - launched,
         "phase1_last_epoch_end": p1[-1]["ended_at"] - launched,
-        "first_phase2_step": min(h["ended_at"] - h["seconds"] for h in p2) - launched,
+        "first_phase2_step": min(step_began(h) for h in p2) - launched,
         "job_end": results["started_at"] + results["total_seconds"] - launched,
     }
 
@@ -70,22 +70,21 @@ def main() -> None:
                     runs.setdefault(config, {}).setdefault(arm, []).append(row)
                     print(f"{config} {arm} #{repeat + 1}: " + ", ".join(
                         f"{k} {v:.2f}" for k, v in row.items()), flush=True)  # fmt: skip
-    medians, differences = {}, {}
+    table, differences = {}, {}
     for config, arms in runs.items():
-        medians[config] = {arm: {k: summary([r[k] for r in rows]) for k in rows[0]}
-                           for arm, rows in arms.items()}  # fmt: skip
+        table[config] = {arm: medians(rows) for arm, rows in arms.items()}
         pairs = list(zip(arms["free-cpus"], arms["every-slot"], strict=True))
         differences[config] = {k: summary([now[k] - before[k] for now, before in pairs])
                                for k in pairs[0][0]}  # fmt: skip
         print(f"\n{config}: seconds from launch (medians of {args.repeats}), free-cpus minus "
               "every-slot (paired median)")  # fmt: skip
         for key, diff in differences[config].items():
-            before, now = (medians[config][arm][key]["median"] for arm in ARMS)
+            before, now = (table[config][arm][key]["median"] for arm in ARMS)
             print(
                 f"  {key:24s} every-slot {before:7.2f}  free-cpus {now:7.2f}  "
                 f"difference {diff['median']:+.2f}"
             )
-    write_results(RESULTS / "startup.json", host, runs=runs, medians=medians,
+    write_results(RESULTS / "startup.json", host, runs=runs, medians=table,
                   differences=differences)  # fmt: skip
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from measure import RESULTS, describe_machine, machine, summary, write_results
+from measure import RESULTS, describe_machine, machine, step_began, summary, write_results
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,7 +144,7 @@ def run_swap(arm: str, size: int, overrides: list[str], env: dict, read) -> dict
         "seed": overrides[-1],
         "phase1_samples_per_second": results["phase1"]["samples_per_second"],
         "phase2_samples_per_second": statistics.fmean(w["samples_per_second"] for w in workers),
-        "first_step_seconds": first["ended_at"] - first["seconds"] - started,
+        "first_step_seconds": step_began(first) - started,
         "total_seconds": time.time() - started,
         "driver_peak_rss_mib": peak / 1024,
         "test_accuracy": results["phase3"]["test_accuracy"],

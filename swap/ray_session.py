@@ -39,6 +39,12 @@ def apply_ray_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+def starts_local_ray() -> bool:
+    """Whether this job starts a Ray of its own on this machine (no RAY_ADDRESS) rather than
+    joining a cluster: no autoscaler, so a node no live one can stand in for never comes."""
+    return not os.environ.get("RAY_ADDRESS")
+
+
 def connect_ray(log_to_driver: bool = True) -> None:
     """Join the Ray cluster in RAY_ADDRESS, or start a local one sized to this machine. Without
     `log_to_driver`, the processes' output stays in their logs (Ray's session logs, and the run
@@ -51,11 +57,11 @@ def connect_ray(log_to_driver: bool = True) -> None:
         return
     # Ray's own start-up lines at INFO ("Started a local Ray instance") only when verbose.
     quiet = {} if log_to_driver else {"logging_level": logging.WARNING}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=log_to_driver, **quiet)
-    else:
+    if starts_local_ray():
         ray.init(num_cpus=os.cpu_count(), _metrics_export_port=metrics_export_port(),
                  log_to_driver=log_to_driver, **quiet)  # fmt: skip
+    else:
+        ray.init(log_to_driver=log_to_driver, **quiet)
     if not log_to_driver:
         keep_system_errors_in_logs()
 

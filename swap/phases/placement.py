@@ -6,7 +6,6 @@ Run: python -c "from swap.phases.placement import worker_resources; help(worker_
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +17,7 @@ from rich.console import Console
 
 from swap.data.common import Splits
 from swap.errors import SwapError
+from swap.ray_session import starts_local_ray
 from swap.spec import Spec
 
 
@@ -79,7 +79,7 @@ def check_gpus(spec: Spec, console: Console) -> None:
     if not spec.resources.use_gpu:
         return
     nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU", 0) > 0]
-    if not nodes and not os.environ.get("RAY_ADDRESS"):  # a local Ray: no autoscaler
+    if not nodes and starts_local_ray():
         raise SwapError(
             "resources.use_gpu: this machine has no GPU Ray can use (set resources.use_gpu: "
             "false, or run on a cluster with GPUs: RAY_ADDRESS)"
@@ -126,12 +126,12 @@ def check_phase1_fits(spec: Spec, console: Console) -> None:
     largest = max(alive, default=0)
     if largest >= cpus:
         return
-    field = phase1_cpus_field(spec)
+    field = spec.resources.phase1_cpus_field
     problem = (
         f"resources.{field}: a phase-1 rank asks for {cpus:g} CPUs, and the largest node of "
         f"this Ray has {largest:g}"
     )
-    if not os.environ.get("RAY_ADDRESS"):  # a local Ray: no autoscaler
+    if starts_local_ray():
         raise SwapError(f"{problem}: lower resources.{field} to this machine's CPUs")
     console.print(f"[yellow]{problem}; phase 1 waits until such a node joins[/]", soft_wrap=True)
 
@@ -144,18 +144,13 @@ def phase1_cpus_held(spec: Spec) -> float:
     return spec.phase1.workers * spec.resources.phase1_cpus
 
 
-def phase1_cpus_field(spec: Spec) -> str:
-    """The spec field that sets a phase-1 rank's CPUs, for messages."""
-    return "phase1_cpus_per_worker" if spec.resources.phase1_cpus_per_worker else "cpus_per_worker"
-
-
 def check_stream_cpus(spec: Spec) -> None:
     """A streamed data set needs a CPU of the cluster that phase 1's ranks leave free: Ray
     Data's own tasks (listing, reading) ask for one, and Ray Train's ranks hold theirs for the
     whole phase, so with none left phase 1 would wait forever. A SwapError naming the field."""
     total = ray.cluster_resources().get("CPU", 0)
     cpus, held = spec.resources.phase1_cpus, phase1_cpus_held(spec)
-    field = phase1_cpus_field(spec)
+    field = spec.resources.phase1_cpus_field
     if total - held < STREAM_CPUS:
         raise SwapError(
             f"resources.{field}: phase 1's {spec.phase1.workers} ranks x {cpus:g} CPUs hold "

@@ -389,6 +389,11 @@ class Resources(Section):
     def phase1_cpus(self) -> float:
         return self.phase1_cpus_per_worker or self.cpus_per_worker
 
+    @property
+    def phase1_cpus_field(self) -> str:
+        """The field `phase1_cpus` comes from, for messages."""
+        return "phase1_cpus_per_worker" if self.phase1_cpus_per_worker else "cpus_per_worker"
+
     @field_validator("gpus_per_worker")
     @classmethod
     def _at_most_one(cls, value: float) -> float:
